@@ -1,0 +1,294 @@
+"""The regional WMS PostgreSQL 15 clusters: one local cluster per region, own port.
+
+Each cluster gets `wal_level=logical`, a bounded slot WAL retention, the WMS schema
+(schemas/wms/schema.sql, loaded as the admin role), a filtered publication of the WMS
+tables for Debezium, and two roles: a CDC role (REPLICATION + SELECT, nothing else) and a
+workload role for the simulator (DML only). Everything is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from infra.errors import InfraError
+from schemas import WMS_SCHEMA_SQL
+from stockcdc.settings import WMS_TABLES, Region, Settings
+
+PG_MAJOR = 15
+PG_BIN = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
+PUBLICATION = "dbz_wms"
+
+
+def ensure_server_binaries() -> Path:
+    """Return the PostgreSQL 15 bin dir, installing Debian's package when running as root."""
+    if (PG_BIN / "initdb").exists():
+        return PG_BIN
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", f"postgresql-{PG_MAJOR}"]
+    if os.geteuid() != 0:
+        raise InfraError(
+            f"PostgreSQL {PG_MAJOR} server binaries are missing ({PG_BIN}/initdb). "
+            f"Install them with: sudo apt-get update && sudo {' '.join(cmd)}"
+        )
+    subprocess.run(["apt-get", "update", "-q"], check=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not (PG_BIN / "initdb").exists():
+        raise InfraError(f"installed postgresql-{PG_MAJOR} but {PG_BIN}/initdb is still missing")
+    return PG_BIN
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Paths and commands of one region's cluster."""
+
+    settings: Settings
+    region: Region
+
+    @property
+    def data_dir(self) -> Path:
+        return pg_root(self.settings.state_path) / self.region.name
+
+    @property
+    def log_file(self) -> Path:
+        return self.settings.state_path / "logs" / f"postgres-{self.region.name}.log"
+
+    # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user.
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return argv
+
+    def _chown_for_server(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def pid(self) -> int | None:
+        """Postmaster pid if the cluster is running, else None."""
+        pidfile = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def init(self) -> None:
+        """initdb once, with the admin role as bootstrap superuser and our settings."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        bin_dir = ensure_server_binaries()
+        for d in (self.data_dir.parent, self.log_file.parent):
+            d.mkdir(parents=True, exist_ok=True)
+            self._chown_for_server(d)
+            d.chmod(0o755)
+        with tempfile.NamedTemporaryFile("w", delete=False, prefix="pwfile") as pwfile:
+            pwfile.write(self.settings.pg_admin_password.get_secret_value())
+        pw_path = Path(pwfile.name)
+        self._chown_for_server(pw_path)
+        try:
+            subprocess.run(
+                self._as_server_user(
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        self.settings.pg_admin_user,
+                        f"--pwfile={pw_path}",
+                        "--auth=scram-sha-256",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise InfraError(f"initdb for {self.region.name} failed:\n{exc.stderr}") from exc
+        finally:
+            pw_path.unlink(missing_ok=True)
+        self._write_config()
+
+    def _write_config(self) -> None:
+        s = self.settings
+        durable = "on" if s.pg_durable else "off"
+        conf = f"""
+# --- stockcdc: regional WMS cluster {self.region.name} ---
+listen_addresses = '{s.pg_host}'
+port = {self.region.pg_port}
+unix_socket_directories = ''
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+max_slot_wal_keep_size = '{s.pg_max_slot_wal_keep_size}'
+max_connections = 100
+shared_buffers = '256MB'
+fsync = {durable}
+full_page_writes = {durable}
+synchronous_commit = {durable}
+logging_collector = off
+log_min_messages = warning
+"""
+        with (self.data_dir / "postgresql.conf").open("a") as f:
+            f.write(conf)
+        hba = (
+            "# stockcdc: TCP on loopback only, passwords always\n"
+            f"host all all {s.pg_host}/32 scram-sha-256\n"
+            f"host replication {s.pg_cdc_user} {s.pg_host}/32 scram-sha-256\n"
+        )
+        (self.data_dir / "pg_hba.conf").write_text(hba)
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            return
+        self.init()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if not self.log_file.exists():
+            self.log_file.touch()
+        self._chown_for_server(self.log_file)
+        result = subprocess.run(
+            self._as_server_user(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise InfraError(
+                f"PostgreSQL {self.region.name} did not start (see {self.log_file}):\n"
+                f"{result.stdout}{result.stderr}"
+            )
+
+    def stop(self) -> None:
+        if self.pid() is None:
+            return
+        subprocess.run(
+            self._as_server_user(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+            ),
+            capture_output=True,
+            check=False,
+        )
+
+    def bootstrap(self) -> None:
+        """Create the database, roles, schema, grants and publication (idempotent)."""
+        s = self.settings
+        with psycopg.connect(
+            self.settings.pg_dsn(self.region, dbname="postgres"), autocommit=True
+        ) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (s.pg_database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(s.pg_database)))
+            for user, password, attrs in (
+                (s.pg_cdc_user, s.pg_cdc_password, "LOGIN REPLICATION"),
+                (s.pg_app_user, s.pg_app_password, "LOGIN"),
+            ):
+                role_exists = conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)
+                ).fetchone()
+                verb = "ALTER" if role_exists else "CREATE"
+                conn.execute(
+                    sql.SQL("{} ROLE {} WITH " + attrs + " PASSWORD {}").format(
+                        sql.SQL(verb),
+                        sql.Identifier(user),
+                        sql.Literal(password.get_secret_value()),
+                    )
+                )
+        with psycopg.connect(self.settings.pg_dsn(self.region), autocommit=True) as conn:
+            load_wms_schema(conn)
+            grant_roles(conn, s)
+            ensure_publication(conn)
+
+
+def load_wms_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Install the WMS DDL into an empty database; a database that has it is left alone."""
+    present = conn.execute("SELECT to_regclass('public.warehouse') IS NOT NULL").fetchone()
+    if present and present[0]:
+        return
+    with conn.transaction():
+        conn.execute(WMS_SCHEMA_SQL.encode())
+
+
+def grant_roles(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> None:
+    """CDC role: read and replicate only. Workload role: DML on the WMS tables."""
+    cdc, app = sql.Identifier(s.pg_cdc_user), sql.Identifier(s.pg_app_user)
+    db = sql.Identifier(s.pg_database)
+    for stmt in (
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE {db} TO {cdc}, {app}",
+        "GRANT USAGE ON SCHEMA public TO {cdc}, {app}",
+        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {cdc}",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {cdc}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {cdc}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+    ):
+        conn.execute(sql.SQL(stmt).format(db=db, cdc=cdc, app=app))
+
+
+def ensure_publication(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The filtered publication Debezium streams from (created here, not by the CDC role,
+    which owns no table and so could not create it)."""
+    exists = conn.execute(
+        "SELECT 1 FROM pg_publication WHERE pubname = %s", (PUBLICATION,)
+    ).fetchone()
+    if exists:
+        return
+    tables = sql.SQL(", ").join(sql.Identifier("public", t) for t in WMS_TABLES)
+    conn.execute(
+        sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(PUBLICATION), tables)
+    )
+
+
+@cache
+def pg_root(state_path: Path) -> Path:
+    """Folder of the clusters' data dirs: `<state>/pg`, unless we run as root and the
+    `postgres` user (the server's) cannot traverse the state dir (a checkout under /root,
+    say): then a folder under /var/tmp named after the state dir."""
+    default = state_path / "pg"
+    if os.geteuid() != 0:
+        return default
+    state_path.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(state_path)], check=False
+    )
+    if probe.returncode == 0:
+        return default
+    digest = hashlib.sha1(str(state_path).encode(), usedforsecurity=False).hexdigest()[:12]
+    return Path("/var/tmp") / f"stockcdc-pg-{digest}"  # noqa: S108 (fixed name: found again by down)
+
+
+def remove_cluster_dirs(settings: Settings) -> None:
+    shutil.rmtree(pg_root(settings.state_path), ignore_errors=True)

@@ -1,0 +1,1 @@
+"""stockcdc: the CDC stock read model's shared pieces (settings, CLI)."""

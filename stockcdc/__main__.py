@@ -1,0 +1,3 @@
+from stockcdc.cli import app
+
+app()

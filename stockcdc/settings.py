@@ -1,0 +1,157 @@
+"""The one settings object: every tunable of the project, read from `STOCKCDC_*` env vars.
+
+Build it with :func:`get_settings` (cached) so tests can override it with
+``get_settings.cache_clear()`` after changing the environment, or pass a ``Settings``
+explicitly to the code under test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Every table of the WMS schema, in dependency order; all of them are replicated.
+WMS_TABLES: tuple[str, ...] = (
+    "warehouse",
+    "owner",
+    "sku",
+    "location",
+    "lot",
+    "container",
+    "inventory",
+    "inbound_order",
+    "inbound_line",
+    "outbound_order",
+    "outbound_line",
+    "allocation",
+    "serial_number",
+    "inventory_hold",
+    "inventory_txn",
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One regional WMS: its database, its Debezium connector and its Kafka topic."""
+
+    name: str  # e.g. "us-west"
+    index: int  # position in the configured list; fixes the port
+    pg_port: int
+
+    @property
+    def slug(self) -> str:
+        """Identifier-safe form of the name (slots, publications, SQL)."""
+        return self.name.replace("-", "_")
+
+    @property
+    def topic_prefix(self) -> str:
+        """Debezium `topic.prefix`: the logical server name of the region."""
+        return f"wms.{self.name}"
+
+    @property
+    def cdc_topic(self) -> str:
+        """The one topic that carries the region's data events, BEGIN/END and heartbeats
+        in commit order (decision 4: transactions applied whole and in order)."""
+        return f"wms.{self.name}.cdc"
+
+    @property
+    def connector_name(self) -> str:
+        return f"wms-{self.name}"
+
+    @property
+    def slot_name(self) -> str:
+        return f"dbz_{self.slug}"
+
+
+class Settings(BaseSettings):
+    """Project settings; env vars are `STOCKCDC_<FIELD>` (e.g. `STOCKCDC_STATE_DIR`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STOCKCDC_", frozen=True, extra="ignore")
+
+    # Where every service keeps its data, config, logs and pid files.
+    state_dir: Path = Path(".state")
+
+    # Regional WMS PostgreSQL clusters: region i listens on pg_base_port + i.
+    regions: Annotated[tuple[str, ...], NoDecode] = ("us-west", "eu-central", "ap-southeast")
+    pg_host: str = "127.0.0.1"
+    pg_base_port: int = 55431
+    pg_database: str = "wms"
+    pg_admin_user: str = "wms_admin"
+    pg_admin_password: SecretStr = SecretStr("admin-dev-only")
+    pg_cdc_user: str = "wms_cdc"
+    pg_cdc_password: SecretStr = SecretStr("cdc-dev-only")
+    pg_app_user: str = "wms_app"
+    pg_app_password: SecretStr = SecretStr("app-dev-only")
+    pg_max_slot_wal_keep_size: str = "4GB"
+    # Local clusters trade crash safety for speed (fsync off); never in production.
+    pg_durable: bool = False
+
+    # Kafka (KRaft, single node) and Kafka Connect (distributed).
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    connect_port: int = 18083
+    kafka_heap: str = "768m"
+    connect_heap: str = "1g"
+    java_home: Path | None = None
+
+    # Debezium connector tuning.
+    heartbeat_interval_ms: int = 1000
+    debezium_max_batch_size: int = 8192
+    debezium_max_queue_size: int = 65536
+    debezium_poll_interval_ms: int = 50
+
+    # Seconds to wait for a service to come up.
+    start_timeout_s: float = 180.0
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _split_regions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(r.strip() for r in value.split(",") if r.strip())
+        return value
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.resolve()
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    def region_list(self) -> list[Region]:
+        return [
+            Region(name=n, index=i, pg_port=self.pg_base_port + i)
+            for i, n in enumerate(self.regions)
+        ]
+
+    def region(self, name: str) -> Region:
+        for r in self.region_list():
+            if r.name == name:
+                return r
+        raise KeyError(f"unknown region {name!r}; configured: {', '.join(self.regions)}")
+
+    def pg_dsn(self, region: Region, role: str = "admin", dbname: str | None = None) -> str:
+        """libpq connection string for one of the three roles of a region."""
+        user, password = {
+            "admin": (self.pg_admin_user, self.pg_admin_password),
+            "cdc": (self.pg_cdc_user, self.pg_cdc_password),
+            "app": (self.pg_app_user, self.pg_app_password),
+        }[role]
+        return (
+            f"host={self.pg_host} port={region.pg_port} dbname={dbname or self.pg_database} "
+            f"user={user} password={password.get_secret_value()}"
+        )
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
