@@ -238,10 +238,12 @@ def load_wms_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         conn.execute(WMS_SCHEMA_SQL.encode())
 
 
-def grant_roles(conn: psycopg.Connection[tuple[object, ...]], s: Settings) -> None:
+def grant_roles(
+    conn: psycopg.Connection[tuple[object, ...]], s: Settings, dbname: str | None = None
+) -> None:
     """CDC role: read and replicate only. Workload role: DML on the WMS tables."""
     cdc, app = sql.Identifier(s.pg_cdc_user), sql.Identifier(s.pg_app_user)
-    db = sql.Identifier(s.pg_database)
+    db = sql.Identifier(dbname or s.pg_database)
     for stmt in (
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
         "GRANT CONNECT ON DATABASE {db} TO {cdc}, {app}",
