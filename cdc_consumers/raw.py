@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.serializer import Deserializer
 
 from stockcdc.settings import Settings
 
@@ -23,8 +24,11 @@ class RawEvent:
     value: Any  # parsed JSON, or None for a tombstone
 
 
-def _json_or_none(data: bytes | None) -> Any:
-    return None if data is None else json.loads(data)
+class _JsonOrNone(Deserializer):  # type: ignore[misc]
+    """JSON bytes to Python; None stays None (tombstones)."""
+
+    def deserialize(self, topic: str, data: bytes | None) -> Any:
+        return None if data is None else json.loads(data)
 
 
 def end_offsets(settings: Settings, topic: str) -> int:
@@ -51,8 +55,8 @@ def iter_events(
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
-        key_deserializer=_json_or_none,
-        value_deserializer=_json_or_none,
+        key_deserializer=_JsonOrNone(),
+        value_deserializer=_JsonOrNone(),
     )
     try:
         tp = TopicPartition(topic, 0)

@@ -15,6 +15,8 @@ from rich.table import Table
 from cdc_consumers.raw import end_offsets, iter_events
 from infra import services
 from infra.errors import InfraError
+from infra.jvm import ensure_jars, java_bin
+from infra.postgres import PG_BIN, ensure_server_binaries
 from stockcdc.settings import get_settings
 
 app = typer.Typer(
@@ -28,6 +30,21 @@ console = Console(stderr=True)
 def _fail(exc: Exception) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code=1)
+
+
+@infra_app.command()
+def install() -> None:
+    """Install or check what the services need: PostgreSQL 15, Java 17+, the Maven jars."""
+    settings = get_settings()
+    try:
+        with console.status("checking PostgreSQL 15 server binaries"):
+            ensure_server_binaries()
+        java = java_bin(settings)
+        with console.status("resolving Kafka, Connect and Debezium jars (Maven)"):
+            kafka_lib, plugins = ensure_jars(settings)
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    console.print(f"postgres {PG_BIN}, java {java}, jars {kafka_lib}, plugins {plugins}")
 
 
 @infra_app.command()

@@ -1,0 +1,51 @@
+"""The Debezium connector config carries the design's decisions."""
+
+import re
+
+from infra.connect import connector_config, task_state
+from stockcdc.settings import WMS_TABLES, Settings
+
+
+def _config(region: str = "eu-central") -> dict[str, str]:
+    settings = Settings()
+    return connector_config(settings, settings.region(region))
+
+
+def test_streams_pgoutput_from_the_filtered_publication_of_every_wms_table() -> None:
+    cfg = _config()
+    assert cfg["plugin.name"] == "pgoutput"
+    assert cfg["publication.autocreate.mode"] == "disabled"  # made by infra, filtered
+    assert cfg["table.include.list"].split(",") == [f"public\\.{t}" for t in WMS_TABLES]
+    assert cfg["slot.name"] == "dbz_eu_central"
+    assert cfg["database.user"] == "wms_cdc"
+
+
+def test_transactions_heartbeats_and_exact_decimals() -> None:
+    cfg = _config()
+    assert cfg["provide.transaction.metadata"] == "true"
+    assert int(cfg["heartbeat.interval.ms"]) > 0
+    assert "heartbeat.action.query" not in cfg  # never writes to the WMS
+    assert cfg["decimal.handling.mode"] == "string"
+
+
+def test_one_topic_per_region_carries_data_transactions_and_heartbeats() -> None:
+    cfg = _config("us-west")
+    regex = re.compile(cfg["transforms.route.topic.regex"])
+    assert cfg["transforms.route.topic.replacement"] == "wms.us-west.cdc"
+    for topic in (
+        "wms.us-west.public.inventory",
+        "wms.us-west.transaction",
+        "__debezium-heartbeat.wms.us-west",
+    ):
+        assert regex.fullmatch(topic), topic
+    for other in ("wms.eu-central.public.inventory", "wms.us-westx.transaction"):
+        assert not regex.fullmatch(other), other
+
+
+def test_task_state_is_running_only_when_connector_and_every_task_run() -> None:
+    running = {"connector": {"state": "RUNNING"}, "tasks": [{"state": "RUNNING"}]}
+    assert task_state(running) == "RUNNING"
+    assert task_state(None) == "MISSING"
+    assert task_state({"connector": {"state": "RUNNING"}, "tasks": []}) == "NO_TASKS"
+    failed = {"connector": {"state": "RUNNING"}, "tasks": [{"state": "FAILED"}]}
+    assert task_state(failed) == "FAILED"
