@@ -27,7 +27,7 @@ class RawEvent:
 class _JsonOrNone(Deserializer):  # type: ignore[misc]
     """JSON bytes to Python; None stays None (tombstones)."""
 
-    def deserialize(self, topic: str, data: bytes | None) -> Any:
+    def deserialize(self, topic: str, headers: Any, data: bytes | None) -> Any:
         return None if data is None else json.loads(data)
 
 
