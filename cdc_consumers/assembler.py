@@ -1,0 +1,219 @@
+"""Turns one region's ordered events into whole transactions (DESIGN decision 4).
+
+A region's topic carries, in commit order, BEGIN, the transaction's row changes, END,
+and heartbeats between transactions. The assembler buffers a transaction until its END,
+then hands it over whole; it also knows the offset that is safe to commit: the one just
+past the last record that is either written with the next flush or carries nothing (a
+committed offset never falls inside a transaction, so a restart always begins at a
+transaction boundary).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+from schemas.events import (
+    Event,
+    Heartbeat,
+    IncompleteTransactionError,
+    RowChange,
+    Tombstone,
+    Transaction,
+    Truncate,
+    TxBegin,
+    TxEnd,
+    Watermark,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class AssemblyProblem(Exception):
+    """A record that fits no transaction: dead-letter it with `reason` and go on."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass
+class Batch:
+    """What one flush of a region writes, and the offset to commit once it is written."""
+
+    region: str
+    transactions: list[Transaction]
+    watermark: Watermark | None  # None: unchanged since the last flush
+    commit_offset: int | None  # next offset to consume after a restart; None: nothing new
+
+    @property
+    def row_count(self) -> int:
+        return sum(len(t.changes) for t in self.transactions)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.transactions and self.watermark is None and self.commit_offset is None
+
+
+@dataclass
+class _OpenTx:
+    begin: TxBegin
+    changes: list[RowChange | Truncate] = field(default_factory=list)
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+
+
+class RegionAssembler:
+    """Per region (one topic partition): assemble, track the watermark and safe offset."""
+
+    def __init__(self, region: str, watermark: Watermark | None = None) -> None:
+        self.region = region
+        self._watermark = watermark or Watermark(region, 0, 0, None)
+        self._published = self._watermark
+        self._open: _OpenTx | None = None
+        self._ready: list[Transaction] = []
+        self._snapshot: list[RowChange] = []
+        self._in_snapshot = False
+        self._snapshot_lsn = 0  # all rows of one snapshot share its LSN
+        self._snapshot_ts_ms = 0
+        self._safe_offset: int | None = None
+        self._committed_offset: int | None = None
+        self.discarded_partial_transactions = 0
+
+    @property
+    def watermark(self) -> Watermark:
+        return self._watermark
+
+    @property
+    def pending_rows(self) -> int:
+        """Changes held in memory (ready, snapshot and the open transaction)."""
+        open_rows = len(self._open.changes) if self._open else 0
+        return sum(len(t.changes) for t in self._ready) + len(self._snapshot) + open_rows
+
+    @property
+    def has_work(self) -> bool:
+        return (
+            bool(self._ready or self._snapshot)
+            or self._watermark != self._published
+            or (self._safe_offset != self._committed_offset)
+        )
+
+    def add(self, offset: int, event: Event) -> None:
+        """Feed the next record of the partition (offsets strictly increasing).
+
+        Raises `AssemblyProblem` for a record that fits no transaction; the caller
+        dead-letters that record and reports it with `add_dead_letter`."""
+        if isinstance(event, RowChange) and event.is_snapshot:
+            self._add_snapshot_row(event)
+        else:
+            if self._in_snapshot:
+                self._end_snapshot()  # the first streamed record closes the snapshot
+            if isinstance(event, TxBegin):
+                self._begin(event)
+            elif isinstance(event, TxEnd):
+                self._end(event)
+            elif isinstance(event, RowChange | Truncate):
+                self._change(event)
+            elif isinstance(event, Heartbeat):
+                self._heartbeat(event)
+            elif not isinstance(event, Tombstone):  # tombstones carry no change
+                raise AssertionError(f"unhandled event {event!r}")
+        if self._open is None:
+            self._safe_offset = offset + 1
+
+    def add_dead_letter(self, offset: int, table: str | None) -> None:
+        """A record of this partition went to the dead-letter topic instead of `add`;
+        inside a transaction it is counted so the END's per-table counts still add up."""
+        if self._open is not None and table is not None:
+            self._open.dead_lettered[table] += 1
+        if self._open is None:
+            self._safe_offset = offset + 1
+
+    def take(self) -> Batch:
+        """Hand over what is ready; the caller writes it, then commits `commit_offset`."""
+        txs = self._ready
+        if self._snapshot:
+            txs.append(Transaction.from_snapshot(self._snapshot))
+            self._snapshot = []
+        self._ready = []
+        watermark = self._watermark if self._watermark != self._published else None
+        self._published = self._watermark
+        offset = self._safe_offset if self._safe_offset != self._committed_offset else None
+        self._committed_offset = self._safe_offset
+        return Batch(self.region, txs, watermark, offset)
+
+    # --- record kinds -------------------------------------------------------------
+
+    def _begin(self, begin: TxBegin) -> None:
+        if self._open is not None:
+            # Debezium re-sends a transaction from its BEGIN after a connector restart;
+            # the cut-off copy is dropped, the full one follows.
+            self.discarded_partial_transactions += 1
+            log.warning(
+                "assembler.partial_transaction_dropped",
+                region=self.region,
+                tx_id=self._open.begin.tx_id,
+                changes=len(self._open.changes),
+            )
+        self._open = _OpenTx(begin)
+
+    def _change(self, change: RowChange | Truncate) -> None:
+        if self._open is None or change.tx_id != self._open.begin.tx_id:
+            raise AssemblyProblem(
+                "change_outside_transaction",
+                f"{self.region}: {change.table} change of tx {change.tx_id} with "
+                f"{'no open transaction' if self._open is None else 'another one open'}",
+            )
+        self._open.changes.append(change)
+
+    def _end(self, end: TxEnd) -> None:
+        open_tx, self._open = self._open, None
+        if open_tx is None or open_tx.begin.tx_id != end.tx_id:
+            if end.commit_lsn <= self._watermark.commit_lsn:
+                return  # the tail of a transaction applied before a restart: nothing to do
+            raise AssemblyProblem(
+                "end_without_begin", f"{self.region}: END of tx {end.tx_id} without its BEGIN"
+            )
+        try:
+            tx = Transaction.from_end(end, open_tx.changes, open_tx.dead_lettered)
+        except IncompleteTransactionError as exc:
+            # Apply what arrived (nothing is dropped) and report the mismatch loudly.
+            self._ready.append(
+                Transaction(
+                    self.region, end.tx_id, end.commit_lsn, end.ts_ms, tuple(open_tx.changes)
+                )
+            )
+            self._advance(end.commit_lsn, end.ts_ms)
+            raise AssemblyProblem("incomplete_transaction", str(exc)) from exc
+        self._ready.append(tx)
+        self._advance(end.commit_lsn, end.ts_ms)
+
+    def _heartbeat(self, beat: Heartbeat) -> None:
+        wm = self._watermark
+        if wm.heartbeat_ts_ms is None or beat.ts_ms > wm.heartbeat_ts_ms:
+            self._watermark = Watermark(wm.region, wm.commit_lsn, wm.commit_ts_ms, beat.ts_ms)
+
+    def _add_snapshot_row(self, row: RowChange) -> None:
+        if self._open is not None:
+            raise AssemblyProblem(
+                "snapshot_inside_transaction",
+                f"{self.region}: snapshot read inside tx {self._open.begin}",
+            )
+        self._in_snapshot = True
+        self._snapshot.append(row)
+        self._snapshot_lsn = max(self._snapshot_lsn, row.lsn)
+        self._snapshot_ts_ms = max(self._snapshot_ts_ms, row.commit_ts_ms)
+        if row.is_last_of_snapshot:
+            self._end_snapshot()
+
+    def _end_snapshot(self) -> None:
+        """Snapshot rows become visible together, when the snapshot is complete."""
+        self._in_snapshot = False
+        self._advance(self._snapshot_lsn, self._snapshot_ts_ms)
+
+    def _advance(self, commit_lsn: int, commit_ts_ms: int) -> None:
+        """Watermarks only move forward: a replayed old transaction leaves it alone."""
+        wm = self._watermark
+        if commit_lsn > wm.commit_lsn:
+            self._watermark = Watermark(wm.region, commit_lsn, commit_ts_ms, wm.heartbeat_ts_ms)

@@ -1,0 +1,169 @@
+"""The assembler hands over whole transactions and only ever commits boundaries."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdc_consumers.assembler import AssemblyProblem, RegionAssembler
+from schemas.events import Heartbeat, Op, RowChange, Snapshot, Tombstone, TxBegin, TxEnd
+
+R = "us-west"
+
+
+def change(
+    tx: int | None, lsn: int, id_: int = 1, snapshot: Snapshot = Snapshot.NO, table: str = "owner"
+) -> RowChange:
+    op = Op.READ if snapshot is not Snapshot.NO else Op.UPDATE
+    return RowChange(R, table, op, (id_,), None, lsn, tx, 1000 + lsn, snapshot)
+
+
+def end(tx: int, commit_lsn: int, counts: dict[str, int]) -> TxEnd:
+    return TxEnd(R, tx, commit_lsn, sum(counts.values()), counts, 5000 + commit_lsn)
+
+
+def test_a_transaction_is_handed_over_only_after_its_end() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 7, 100, 0))
+    a.add(1, change(7, 100, 1))
+    a.add(2, change(7, 110, 2))
+    batch = a.take()
+    assert batch.transactions == []
+    assert batch.commit_offset is None  # nothing safe yet: offset 0 is inside the tx
+    assert batch.watermark is None
+    a.add(3, Tombstone(R, "owner", (2,)))
+    a.add(4, end(7, 130, {"owner": 2}))
+    batch = a.take()
+    assert [t.commit_lsn for t in batch.transactions] == [130]
+    assert [c.lsn for c in batch.transactions[0].changes] == [100, 110]
+    assert batch.commit_offset == 5
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 130
+
+
+def test_commit_offset_never_falls_inside_an_open_transaction() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 1, 10, 0))
+    a.add(1, change(1, 10))
+    a.add(2, end(1, 20, {"owner": 1}))
+    a.add(3, TxBegin(R, 2, 30, 0))
+    a.add(4, change(2, 30))
+    batch = a.take()
+    assert batch.commit_offset == 3  # restart re-reads tx 2 from its BEGIN
+    assert len(batch.transactions) == 1
+
+
+def test_interleaved_change_lsns_still_give_a_monotonic_watermark() -> None:
+    a = RegionAssembler(R)
+    # tx 2 committed first although tx 1 wrote earlier in the WAL.
+    for off, ev in enumerate(
+        [
+            TxBegin(R, 2, 110, 0),
+            change(2, 110),
+            end(2, 120, {"owner": 1}),
+            TxBegin(R, 1, 100, 0),
+            change(1, 100),
+            end(1, 130, {"owner": 1}),
+        ]
+    ):
+        a.add(off, ev)
+    batch = a.take()
+    assert [t.commit_lsn for t in batch.transactions] == [120, 130]
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 130
+
+
+def test_heartbeat_advances_freshness_and_offset_when_idle() -> None:
+    a = RegionAssembler(R)
+    a.add(0, Heartbeat(R, 999))
+    batch = a.take()
+    assert batch.watermark is not None
+    assert batch.watermark.heartbeat_ts_ms == 999
+    assert batch.commit_offset == 1
+    assert a.take().is_empty
+
+
+def test_replayed_old_transaction_is_reapplied_but_watermark_stays() -> None:
+    a = RegionAssembler(R)
+    for off, ev in enumerate([TxBegin(R, 1, 10, 0), change(1, 10), end(1, 50, {"owner": 1})]):
+        a.add(off, ev)
+    a.take()
+    for off, ev in enumerate([TxBegin(R, 0, 5, 0), change(0, 5), end(0, 40, {"owner": 1})], 3):
+        a.add(off, ev)
+    batch = a.take()
+    assert len(batch.transactions) == 1  # idempotent writes make this harmless
+    assert batch.watermark is None
+    assert a.watermark.commit_lsn == 50
+
+
+def test_a_cut_off_transaction_resent_from_begin_is_dropped_for_the_full_copy() -> None:
+    a = RegionAssembler(R)
+    for off, ev in enumerate(
+        [
+            TxBegin(R, 3, 10, 0),
+            change(3, 10, 1),
+            TxBegin(R, 3, 10, 0),
+            change(3, 10, 1),
+            change(3, 11, 2),
+            end(3, 12, {"owner": 2}),
+        ]
+    ):
+        a.add(off, ev)
+    batch = a.take()
+    assert [len(t.changes) for t in batch.transactions] == [2]
+    assert a.discarded_partial_transactions == 1
+
+
+def test_dead_lettered_events_are_counted_so_the_end_still_adds_up() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 4, 10, 0))
+    a.add(1, change(4, 10, 1))
+    a.add_dead_letter(2, "owner")
+    a.add(3, end(4, 20, {"owner": 2}))
+    batch = a.take()
+    assert [len(t.changes) for t in batch.transactions] == [1]
+    assert batch.commit_offset == 4
+
+
+def test_a_transaction_missing_events_is_applied_and_reported() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 5, 10, 0))
+    a.add(1, change(5, 10))
+    with pytest.raises(AssemblyProblem) as info:
+        a.add(2, end(5, 20, {"owner": 2}))
+    assert info.value.reason == "incomplete_transaction"
+    a.add_dead_letter(2, None)  # the caller dead-letters the END, as for any problem
+    batch = a.take()
+    assert [len(t.changes) for t in batch.transactions] == [1]
+    assert batch.commit_offset == 3
+
+
+def test_change_without_begin_is_a_problem_not_a_silent_skip() -> None:
+    a = RegionAssembler(R)
+    with pytest.raises(AssemblyProblem) as info:
+        a.add(0, change(9, 10))
+    assert info.value.reason == "change_outside_transaction"
+
+
+def test_snapshot_rows_become_visible_together_when_the_snapshot_ends() -> None:
+    a = RegionAssembler(R)
+    a.add(0, change(None, 500, 1, Snapshot.FIRST))
+    a.add(1, change(None, 500, 2, Snapshot.YES))
+    batch = a.take()
+    assert batch.row_count == 2
+    assert batch.commit_offset == 2
+    assert batch.watermark is None  # written, still invisible
+    a.add(2, change(None, 500, 3, Snapshot.LAST))
+    batch = a.take()
+    assert batch.row_count == 1
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 500
+
+
+def test_a_streamed_record_closes_a_snapshot_without_last_marker() -> None:
+    a = RegionAssembler(R)
+    a.add(0, change(None, 500, 1, Snapshot.FIRST))
+    a.take()
+    a.add(1, Heartbeat(R, 7))
+    batch = a.take()
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 500
