@@ -105,6 +105,22 @@ class Settings(BaseSettings):
     debezium_max_queue_size: int = 65536
     debezium_poll_interval_ms: int = 50
 
+    # ClickHouse read model: chdb://<path> (embedded, one process per path) or http(s)://.
+    clickhouse_url: str = "chdb://.state/clickhouse"
+    # Server mode on a cluster: DDL runs ON CLUSTER with Replicated* engines.
+    clickhouse_cluster: str | None = None
+
+    # Projector (cdc_consumers): one consumer group shares the regions' topics.
+    consumer_group: str = "stockcdc-projector"
+    deadletter_topic: str = "stockcdc.deadletter"
+    # A batch is written when it holds this many rows or is this old, whichever first.
+    batch_max_rows: int = 50_000
+    batch_max_ms: int = 100
+    max_poll_records: int = 10_000
+    # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
+    write_retry_initial_ms: int = 100
+    write_retry_max_ms: int = 10_000
+
     # Seconds to wait for a service to come up.
     start_timeout_s: float = 180.0
 
