@@ -1,0 +1,278 @@
+"""The projection sink: writes whole WMS transactions into the `wms_*` tables, then the
+region's watermark, which is what makes them visible (decision 4).
+
+A batch becomes at most one columnar INSERT per table (plus one lookup query per table
+for rows whose previous values are needed), then one watermark row. Replaying a batch
+writes the same versions again (same _commit_lsn and _lsn), which changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from clickhouse_connect.driver.client import Client
+
+from read_model.ddl import table_name
+from read_model.errors import classify
+from schemas.events import RowChange, Transaction, Truncate, Watermark
+from schemas.wms_model import WMS_MODEL, TableSpec, ms_to_datetime
+
+log = structlog.get_logger(__name__)
+
+_META = ("_lsn", "_commit_lsn", "_is_deleted", "_extra")
+
+#: Value written for a NOT NULL column of a delete whose row the projection never had
+#: (deletes carry only the key). Keyed by PostgreSQL base type.
+_FILLER: Mapping[str, object] = {
+    "bigint": 0,
+    "integer": 0,
+    "text": "",
+    "char": "",
+    "jsonb": "",
+    "boolean": False,
+    "numeric": Decimal(0),
+    "date": date(1970, 1, 1),
+    "timestamptz": datetime(1970, 1, 1, tzinfo=UTC),
+}
+
+
+def _fillers(spec: TableSpec) -> tuple[object, ...]:
+    return tuple(None if c.nullable else _FILLER[c.base_type] for c in spec.columns)
+
+
+_FILLERS: Mapping[str, tuple[object, ...]] = {n: _fillers(s) for n, s in WMS_MODEL.items()}
+
+
+@dataclass(slots=True)
+class WriteStats:
+    """What one `write` did (for metrics and logs)."""
+
+    rows: dict[str, int] = field(default_factory=dict)  # per source table
+    looked_up: int = 0  # keys whose previous version was read back
+    unresolved_placeholders: int = 0  # placeholder columns with no previous value
+    truncates: int = 0
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Column-oriented buffer of one table's rows."""
+
+    spec: TableSpec
+    data: list[list[Any]]
+
+    @classmethod
+    def empty(cls, spec: TableSpec) -> _Columns:
+        return cls(spec, [[] for _ in range(1 + len(spec.columns) + len(_META))])
+
+    def append(
+        self, region: str, row: Sequence[object], lsn: int, commit: int, deleted: int, extra: Any
+    ) -> None:
+        data = self.data
+        data[0].append(region)
+        for i, v in enumerate(row, start=1):
+            data[i].append(v)
+        n = len(row) + 1
+        data[n].append(lsn)
+        data[n + 1].append(commit)
+        data[n + 2].append(deleted)
+        data[n + 3].append(extra)
+
+    @property
+    def names(self) -> list[str]:
+        return ["region", *self.spec.column_names, *_META]
+
+    def __len__(self) -> int:
+        return len(self.data[0])
+
+
+class ProjectionWriter:
+    """Sink of committed WMS transactions into ClickHouse (one per process and client)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def write(
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark
+    ) -> WriteStats:
+        """Write `transactions` (whole, in commit order, all of `region`), then advance the
+        region's watermark to `watermark`. Raises `ReadModelTransientError` (retry the
+        same call) or `ReadModelTerminalError`. Safe to repeat after any failure."""
+        if watermark.region != region:
+            raise ValueError(f"watermark of {watermark.region} written for {region}")
+        for tx in transactions:
+            if tx.region != region:
+                raise ValueError(f"transaction of {tx.region} in a batch of {region}")
+            if tx.commit_lsn > watermark.commit_lsn:
+                raise ValueError(
+                    f"watermark {watermark.commit_lsn} below commit {tx.commit_lsn}: "
+                    "it would hide applied rows"
+                )
+        stats = WriteStats()
+        state = self._previous_versions(region, transactions, stats)
+        buffers: dict[str, _Columns] = {}
+        for tx in transactions:
+            for ch in tx.changes:
+                if isinstance(ch, Truncate):
+                    # Rare (the connector skips truncates by default): flush what came
+                    # before so the truncate sees it, then delete every current key.
+                    self._flush(buffers, stats)
+                    buffers = {}
+                    self._truncate(region, ch, tx.commit_lsn)
+                    state = {k: v for k, v in state.items() if k[0] != ch.table}
+                    stats.truncates += 1
+                    continue
+                self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
+        self._flush(buffers, stats)
+        self.advance(watermark)
+        return stats
+
+    def advance(self, watermark: Watermark) -> None:
+        """Write a watermark row (alone: an idle region's heartbeat, or after a batch)."""
+        hb = None if watermark.heartbeat_ts_ms is None else ms_to_datetime(watermark.heartbeat_ts_ms)
+        self._insert(
+            "_watermark",
+            [
+                [watermark.region],
+                [watermark.commit_lsn],
+                [ms_to_datetime(watermark.commit_ts_ms)],
+                [hb],
+                [datetime.now(UTC)],
+            ],
+            ["region", "applied_commit_lsn", "source_commit_ts", "heartbeat_ts", "updated_at"],
+        )
+
+    # -- internals -----------------------------------------------------------------
+
+    def _buffer(
+        self,
+        region: str,
+        ch: RowChange,
+        commit_lsn: int,
+        state: dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]],
+        buffers: dict[str, _Columns],
+        stats: WriteStats,
+    ) -> None:
+        k = (ch.table, ch.key)
+        prev = state.get(k)
+        extra: Any = ch.extra
+        if ch.row is None:
+            # A delete carries only the key: keep the last known values so the deleted
+            # version lands under the same read-path keys (owner_id, sku_id, ...).
+            row = prev[0] if prev else _FILLERS[ch.table]
+            if prev is not None:
+                extra = prev[1]
+            deleted = 1
+        else:
+            row = ch.row
+            if ch.unavailable:
+                row = self._fill_unavailable(ch, prev, stats)
+            deleted = 0
+            state[k] = (row, extra)
+        buf = buffers.get(ch.table)
+        if buf is None:
+            buf = buffers[ch.table] = _Columns.empty(ch.spec)
+        buf.append(region, row, ch.lsn, commit_lsn, deleted, extra)
+        if ch.row is None:
+            state.pop(k, None)
+
+    @staticmethod
+    def _fill_unavailable(
+        ch: RowChange, prev: tuple[tuple[object, ...], Any] | None, stats: WriteStats
+    ) -> tuple[object, ...]:
+        assert ch.row is not None
+        values = list(ch.row)
+        index = ch.spec.index
+        for name in ch.unavailable:
+            i = index[name]
+            if prev is not None:
+                values[i] = prev[0][i]
+            else:
+                # Never write the placeholder; NULL or a filler, and say so loudly.
+                values[i] = _FILLERS[ch.table][i]
+                stats.unresolved_placeholders += 1
+                log.warning(
+                    "writer.placeholder.unresolved",
+                    region=ch.region,
+                    table=ch.table,
+                    key=ch.key,
+                    column=name,
+                )
+        return tuple(values)
+
+    def _previous_versions(
+        self, region: str, transactions: Sequence[Transaction], stats: WriteStats
+    ) -> dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]]:
+        """Latest projected row (any commit, deleted or not ignored) of every key whose
+        first change in the batch needs it: a delete or a change with placeholders."""
+        seen: set[tuple[str, tuple[object, ...]]] = set()
+        wanted: dict[str, list[object]] = {}
+        for tx in transactions:
+            for ch in tx.changes:
+                if not isinstance(ch, RowChange):
+                    continue
+                k = (ch.table, ch.key)
+                if k in seen:
+                    continue
+                seen.add(k)
+                if ch.row is None or ch.unavailable:
+                    wanted.setdefault(ch.table, []).append(ch.key[0])
+        state: dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]] = {}
+        for table, ids in wanted.items():
+            spec = WMS_MODEL[table]
+            (pk,) = spec.primary_key  # every WMS table has a single bigint key
+            cols = ", ".join(f"`{c}`" for c in (*spec.column_names, "_extra", "_is_deleted"))
+            sql = (
+                f"SELECT v.* FROM (SELECT argMax(tuple({cols}), (_commit_lsn, _lsn)) AS v"
+                f" FROM {table_name(table)} WHERE region = {{region:String}}"
+                f" AND `{pk}` IN {{ids:Array(Int64)}} GROUP BY `{pk}`)"
+            )
+            rows = self._query(sql, {"region": region, "ids": ids}).result_rows
+            n = len(spec.columns)
+            for r in rows:
+                if r[n + 1]:  # latest version is a delete: nothing to carry over
+                    continue
+                state[(table, (r[spec.index[pk]],))] = (tuple(r[:n]), r[n])
+            stats.looked_up += len(ids)
+        return state
+
+    def _truncate(self, region: str, ch: Truncate, commit_lsn: int) -> None:
+        spec = WMS_MODEL[ch.table]
+        (pk,) = spec.primary_key
+        others = [c for c in (*spec.column_names, "_extra") if c != pk]
+        cols = ", ".join(f"`{c}`" for c in (pk, *others))
+        packed = ", ".join(f"`{c}`" for c in (*others, "_is_deleted"))
+        unpacked = ", ".join(f"v.{i}" for i in range(1, len(others) + 1))
+        sql = (
+            f"INSERT INTO {table_name(ch.table)} (region, {cols}, _lsn, _commit_lsn, _is_deleted)"
+            f" SELECT region, `{pk}`, {unpacked}, {{lsn:UInt64}}, {{commit:UInt64}}, 1 FROM"
+            f" (SELECT region, `{pk}`, argMax(tuple({packed}), (_commit_lsn, _lsn)) AS v"
+            f" FROM {table_name(ch.table)} WHERE region = {{region:String}}"
+            f" GROUP BY region, `{pk}`) WHERE v.{len(others) + 1} = 0"
+        )
+        try:
+            self._client.command(sql, {"region": region, "lsn": ch.lsn, "commit": commit_lsn})
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, f"truncate of {table_name(ch.table)}") from exc
+
+    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats) -> None:
+        for table, buf in buffers.items():
+            if len(buf):
+                self._insert(table_name(table), buf.data, buf.names)
+                stats.rows[table] = stats.rows.get(table, 0) + len(buf)
+
+    def _insert(self, table: str, columns: list[list[Any]], names: list[str]) -> None:
+        try:
+            self._client.insert(table, columns, column_names=names, column_oriented=True)
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, f"insert into {table}") from exc
+
+    def _query(self, sql: str, params: dict[str, Any]) -> Any:
+        try:
+            return self._client.query(sql, parameters=params)
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, "lookup of previous versions") from exc
