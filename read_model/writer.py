@@ -133,7 +133,9 @@ class ProjectionWriter:
 
     def advance(self, watermark: Watermark) -> None:
         """Write a watermark row (alone: an idle region's heartbeat, or after a batch)."""
-        hb = None if watermark.heartbeat_ts_ms is None else ms_to_datetime(watermark.heartbeat_ts_ms)
+        hb = (
+            None if watermark.heartbeat_ts_ms is None else ms_to_datetime(watermark.heartbeat_ts_ms)
+        )
         self._insert(
             "_watermark",
             [

@@ -130,6 +130,17 @@ def _is_insert_of(value: object, code: str) -> bool:
     )
 
 
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Create or upgrade the ClickHouse read model (idempotent)."""
+    from read_model.client import make_client
+    from read_model.migrate import migrate
+
+    settings = get_settings()
+    applied = migrate(make_client(settings), settings.clickhouse_cluster)
+    console.print(f"applied DDL versions: {applied or 'none (up to date)'}")
+
+
 def main() -> None:
     try:
         app()
