@@ -1,0 +1,270 @@
+"""The consumer loop: Kafka → decode → whole transactions → ClickHouse, exactly-once effect.
+
+Offsets are committed only after the sink has the batch (DESIGN decision 3) and only at
+transaction boundaries; the sink's writes are idempotent (versions are LSNs), so replays
+and redelivery after a crash or a rebalance change nothing. Records that can't be
+decoded or fit no transaction go to the dead-letter topic with their reason and original
+bytes before their offset is committed (decision 7); the rest of the batch lands.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+
+from cdc_consumers import metrics
+from cdc_consumers.assembler import AssemblyProblem, Batch, RegionAssembler
+from cdc_consumers.decode import ROUTER_FIELD, DecodeError, decode
+from schemas.errors import TransientError
+from schemas.events import (
+    Event,
+    Heartbeat,
+    RowChange,
+    Tombstone,
+    Transaction,
+    TxBegin,
+    TxEnd,
+    Watermark,
+)
+from stockcdc.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_KINDS: Mapping[type, str] = {
+    RowChange: "change",
+    TxBegin: "begin",
+    TxEnd: "end",
+    Heartbeat: "heartbeat",
+    Tombstone: "tombstone",
+}
+
+
+class Sink(Protocol):
+    """Where batches go: the ClickHouse projection (read_model), or a list in unit tests."""
+
+    def load_watermarks(self) -> dict[str, Watermark]:
+        """The applied watermark of every region the sink has seen."""
+        ...
+
+    def write(
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
+    ) -> None:
+        """Write whole transactions, then (if given) the new watermark; idempotent.
+        Raises a `TransientError` when a retry may succeed."""
+        ...
+
+
+@dataclass
+class DeadLetter:
+    """Publishes records the projection can't apply, with why, to the dead-letter topic."""
+
+    producer: KafkaProducer
+    topic: str
+    pending: int = 0
+
+    def send(self, region: str, record: Any, reason: str, detail: str) -> None:
+        headers = [
+            ("reason", reason.encode()),
+            ("detail", detail.encode()[:4000]),
+            ("region", region.encode()),
+            ("source", f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+        ]
+        self.producer.send(self.topic, key=record.key, value=record.value, headers=headers)
+        self.pending += 1
+        metrics.DEADLETTERS.labels(region, reason).inc()
+        log.warning(
+            "projector.deadletter",
+            region=region,
+            reason=reason,
+            detail=detail,
+            topic=record.topic,
+            offset=record.offset,
+        )
+
+    def flush(self) -> None:
+        """Dead letters must be durable before the offsets past them are committed."""
+        if self.pending:
+            self.producer.flush()
+            self.pending = 0
+
+
+@dataclass
+class Projector:
+    """One member of the projector consumer group; `run` until `stop` is set."""
+
+    settings: Settings
+    sink: Sink
+    stop: threading.Event = field(default_factory=threading.Event)
+    _assemblers: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
+    _regions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._regions = {r.cdc_topic: r.name for r in self.settings.region_list()}
+
+    def _consumer(self) -> KafkaConsumer:
+        s = self.settings
+        return KafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.consumer_group,
+            client_id=f"{s.consumer_group}-{threading.get_native_id()}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.max_poll_records,
+            fetch_max_wait_ms=50,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+
+    def run(self) -> None:
+        """Consume, assemble and flush until stopped; the last batch is flushed on stop."""
+        consumer = self._consumer()
+        deadletter = DeadLetter(
+            KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
+            self.settings.deadletter_topic,
+        )
+        consumer.subscribe(topics=sorted(self._regions))
+        log.info("projector.start", topics=sorted(self._regions))
+        oldest_pending: float | None = None
+        try:
+            while not self.stop.is_set():
+                polled = consumer.poll(timeout_ms=50)
+                self._sync_assignment(consumer)
+                for tp, records in polled.items():
+                    assembler = self._assemblers.get(tp)
+                    if assembler is None:
+                        continue  # revoked while fetched: its next owner redoes it
+                    self._feed(assembler, records, deadletter)
+                if oldest_pending is None and any(a.has_work for a in self._assemblers.values()):
+                    oldest_pending = time.monotonic()
+                if oldest_pending is not None and self._due(oldest_pending):
+                    self.flush(consumer, deadletter)
+                    oldest_pending = None
+            self.flush(consumer, deadletter)
+        finally:
+            consumer.close(autocommit=False)
+            deadletter.producer.close()
+            log.info("projector.stop")
+
+    def _due(self, oldest_pending: float) -> bool:
+        rows = sum(a.pending_rows for a in self._assemblers.values())
+        age_ms = 1000 * (time.monotonic() - oldest_pending)
+        return rows >= self.settings.batch_max_rows or age_ms >= self.settings.batch_max_ms
+
+    def _sync_assignment(self, consumer: KafkaConsumer) -> None:
+        """Follow rebalances: drop state of partitions we lost (their new owner restarts
+        from the committed boundary), start fresh for partitions we got."""
+        assigned = set(consumer.assignment())
+        if assigned == set(self._assemblers):
+            return
+        for tp in set(self._assemblers) - assigned:
+            del self._assemblers[tp]
+        new = assigned - set(self._assemblers)
+        if new:
+            watermarks = self.sink.load_watermarks()
+            for tp in new:
+                region = self._regions[tp.topic]
+                self._assemblers[tp] = RegionAssembler(region, watermarks.get(region))
+        metrics.ASSIGNED.set(len(self._assemblers))
+        log.info(
+            "projector.assignment", regions=sorted(a.region for a in self._assemblers.values())
+        )
+
+    def _feed(self, assembler: RegionAssembler, records: list[Any], deadletter: DeadLetter) -> None:
+        region = assembler.region
+        for rec in records:
+            try:
+                event: Event = decode(
+                    region, rec.topic, rec.partition, rec.offset, rec.key, rec.value
+                )
+            except DecodeError as exc:
+                deadletter.send(region, rec, exc.reason, exc.detail)
+                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+                continue
+            metrics.EVENTS.labels(region, _KINDS.get(type(event), "other")).inc()
+            try:
+                assembler.add(rec.offset, event)
+            except AssemblyProblem as exc:
+                deadletter.send(region, rec, exc.reason, str(exc))
+                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+
+    def flush(self, consumer: KafkaConsumer, deadletter: DeadLetter) -> None:
+        """Write every region's ready transactions, then commit their offsets."""
+        started = time.monotonic()
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, assembler in list(self._assemblers.items()):
+            batch = assembler.take()
+            if batch.is_empty:
+                continue
+            if batch.transactions or batch.watermark is not None:
+                self._write(batch)
+            if batch.commit_offset is not None:
+                offsets[tp] = OffsetAndMetadata(batch.commit_offset, "", -1)
+        deadletter.flush()
+        if offsets:
+            try:
+                consumer.commit(offsets)
+            except CommitFailedError as exc:
+                # The group moved partitions under us: the writes were idempotent, the
+                # new owner resumes from the last committed boundary.
+                metrics.COMMIT_FAILURES.inc()
+                log.warning("projector.commit_refused", error=str(exc))
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+
+    def _write(self, batch: Batch) -> None:
+        """Write with backoff on transient errors; offsets stay uncommitted meanwhile."""
+        delay_ms = self.settings.write_retry_initial_ms
+        while True:
+            try:
+                self.sink.write(batch.region, batch.transactions, batch.watermark)
+                break
+            except TransientError as exc:
+                if self.stop.is_set():
+                    raise
+                metrics.WRITE_RETRIES.inc()
+                log.warning(
+                    "projector.write.retry", region=batch.region, error=str(exc), delay_ms=delay_ms
+                )
+                time.sleep(delay_ms / 1000)
+                delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)
+        _observe(batch)
+
+
+def _observe(batch: Batch) -> None:
+    region = batch.region
+    rows = batch.row_count
+    metrics.ROWS_WRITTEN.labels(region).inc(rows)
+    snap = sum(len(t.changes) for t in batch.transactions if t.tx_id is None)
+    if snap:
+        metrics.SNAPSHOT_ROWS.labels(region).inc(snap)
+    metrics.TRANSACTIONS.labels(region).inc(sum(1 for t in batch.transactions if t.tx_id))
+    if batch.watermark is not None:
+        wm = batch.watermark
+        metrics.WATERMARK_LSN.labels(region).set(wm.commit_lsn)
+        metrics.WATERMARK_COMMIT_TS.labels(region).set(wm.commit_ts_ms / 1000)
+        if wm.heartbeat_ts_ms is not None:
+            metrics.HEARTBEAT_TS.labels(region).set(wm.heartbeat_ts_ms / 1000)
+
+
+def _table_of(key: bytes | None) -> str | None:
+    """Source table of a record from the router's key field ('wms.<r>.public.<table>'),
+    so a dead-lettered change still counts against its transaction's END."""
+    if not key:
+        return None
+    try:
+        ident = orjson.loads(key).get(ROUTER_FIELD, "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    parts = str(ident).split(".")
+    return parts[-1] if len(parts) >= 4 and parts[-2] == "public" else None
+
+
+__all__ = ["DeadLetter", "Projector", "Sink"]
