@@ -329,7 +329,7 @@ def _timestamps(as_of: date, hours: int = 24 * 400) -> list[str]:
     return [(base - timedelta(hours=h)).strftime("%Y-%m-%d %H:%M:%S+00") for h in range(hours)]
 
 
-def _ids(cur: psycopg.Cursor[Any], query: sql.Composable | str) -> dict[Any, int]:
+def _ids(cur: psycopg.Cursor[Any], query: str) -> dict[Any, int]:
     cur.execute(query)
     return {tuple(r[1:]) if len(r) > 2 else r[1]: r[0] for r in cur.fetchall()}
 
