@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -133,7 +134,7 @@ def test_undecodable_record_goes_to_the_dead_letter_topic_and_the_rest_lands(
         wait_for(lambda: bool(reader.partitions_for_topic(settings.deadletter_topic)))
         reader.assign([dlq])
         reader.seek_to_beginning(dlq)
-        found = []
+        found: list[Any] = []
         deadline = time.monotonic() + 30
         while not found and time.monotonic() < deadline:
             for rec in reader.poll(timeout_ms=500).get(dlq, []):
