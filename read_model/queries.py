@@ -127,6 +127,8 @@ def _rows(client: Client, cls: type[T], sql: str, params: dict[str, Any]) -> lis
         result = client.query(sql, parameters=params)
     except Exception as exc:  # driver errors have no common base; classify decides
         raise classify(exc, f"query for {cls.__name__}") from exc
+    if not result.result_rows:
+        return []
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     cols = list(result.column_names)
     idx = [cols.index(n) for n in names]

@@ -55,7 +55,10 @@ def test_insert_types() -> None:
     assert row["expiry_date"] == date(2027, 3, 4)
     assert row["origin_country"] == "CN"
     assert row["first_received_at"] == datetime(2026, 11, 27, 7, 56, 15, 500298, UTC)
-    assert e.lsn == 27644040 and not e.is_snapshot and not e.unavailable and e.extra == {}
+    assert e.lsn == 27644040
+    assert not e.is_snapshot
+    assert not e.unavailable
+    assert e.extra == {}
 
 
 def test_numeric_jsonb_and_booleans() -> None:
@@ -63,20 +66,33 @@ def test_numeric_jsonb_and_booleans() -> None:
     assert isinstance(sku, RowChange)
     row = sku.as_dict()
     assert row is not None
-    assert row["weight_kg"] == Decimal("0.500") and row["unit_cost"] is None
+    assert row["weight_kg"] == Decimal("0.500")
+    assert row["unit_cost"] is None
     assert row["attributes"] == '{"a": [1, 2.50, "x"]}'
     loc = dec("create_location")
-    assert isinstance(loc, RowChange) and loc.as_dict() == {
-        "id": 1, "warehouse_id": 1, "code": "R-01", "zone": "R", "loc_type": "RECEIVING",
-        "sellable": False, "pick_seq": 0, "active": True,
-    }  # fmt: skip
+    assert isinstance(loc, RowChange)
+    assert loc.as_dict() == {
+        "id": 1,
+        "warehouse_id": 1,
+        "code": "R-01",
+        "zone": "R",
+        "loc_type": "RECEIVING",
+        "sellable": False,
+        "pick_seq": 0,
+        "active": True,
+    }
 
 
 def test_update_and_delete_and_tombstone() -> None:
     up = dec("update_inventory")
-    assert isinstance(up, RowChange) and up.op is Op.UPDATE and up.row is not None
+    assert isinstance(up, RowChange)
+    assert up.op is Op.UPDATE
+    assert up.row is not None
     d = dec("delete_inventory")
-    assert isinstance(d, RowChange) and d.is_delete and d.row is None and d.key == (1,)
+    assert isinstance(d, RowChange)
+    assert d.is_delete
+    assert d.row is None
+    assert d.key == (1,)
     t = dec("tombstone_inventory")
     assert t == Tombstone("us-west", "inventory", (1,))
 
@@ -84,12 +100,16 @@ def test_update_and_delete_and_tombstone() -> None:
 def test_snapshot_reads() -> None:
     first = dec("snapshot_first")
     owner = dec("snapshot_owner")
-    assert isinstance(first, RowChange) and first.op is Op.READ
-    assert first.snapshot is Snapshot.FIRST and first.tx_id == 869
+    assert isinstance(first, RowChange)
+    assert first.op is Op.READ
+    assert first.snapshot is Snapshot.FIRST
+    assert first.tx_id == 869
     assert isinstance(owner, RowChange)
-    assert owner.snapshot is Snapshot.LAST_IN_DATA_COLLECTION and not owner.is_last_of_snapshot
+    assert owner.snapshot is Snapshot.LAST_IN_DATA_COLLECTION
+    assert not owner.is_last_of_snapshot
     tx = Transaction.from_snapshot([first, owner])
-    assert tx.commit_lsn == 33036104 and tx.tx_id is None
+    assert tx.commit_lsn == 33036104
+    assert tx.tx_id is None
 
 
 def test_begin_end_heartbeat() -> None:
@@ -99,7 +119,9 @@ def test_begin_end_heartbeat() -> None:
     assert (end.tx_id, end.commit_lsn, end.event_count) == (809, 27644584, 6)
     assert end.table_counts == {"warehouse": 1, "sku": 1, "lot": 1, "owner": 1, "location": 2}
     hb = dec("heartbeat")
-    assert isinstance(hb, Heartbeat) and hb.region == "us-west" and hb.ts.tzinfo is not None
+    assert isinstance(hb, Heartbeat)
+    assert hb.region == "us-west"
+    assert hb.ts.tzinfo is not None
 
 
 def test_transaction_assembly_checks_counts() -> None:
@@ -120,7 +142,9 @@ def test_unavailable_placeholder_is_never_a_value() -> None:
     assert isinstance(e, RowChange)
     assert e.unavailable == frozenset({"name", "attributes"})
     row = e.as_dict()
-    assert row is not None and row["name"] is None and row["attributes"] is None
+    assert row is not None
+    assert row["name"] is None
+    assert row["attributes"] is None
     assert row["uom"] == "BOX"
 
 
@@ -129,7 +153,8 @@ def test_unknown_columns_kept_as_json_text() -> None:
     assert isinstance(e, RowChange)
     assert e.extra == {"tier": '"GOLD"', "credit": '"12.50"'}
     u = dec("update_owner_added_columns")
-    assert isinstance(u, RowChange) and u.extra == {"tier": "null", "credit": "null"}
+    assert isinstance(u, RowChange)
+    assert u.extra == {"tier": "null", "credit": "null"}
 
 
 @pytest.mark.parametrize(
