@@ -1506,7 +1506,8 @@ def shipped_lines(cur: Cur, *, order_no: str, warehouse_code: str) -> list[Shipp
     cur.execute(
         "SELECT sku.sku_code, l.lot_no, sn.serial_no "
         + scope
-        + "JOIN serial_number sn ON sn.outbound_line_id = ol.id AND sn.status = 'SHIPPED' "
+        + "JOIN serial_number sn ON sn.sku_id = ol.sku_id AND sn.outbound_line_id = ol.id "
+        "AND sn.status = 'SHIPPED' "
         "JOIN sku ON sku.id = sn.sku_id LEFT JOIN lot l ON l.id = sn.lot_id "
         + where
         + "ORDER BY sn.serial_no",
