@@ -17,6 +17,7 @@ from infra import services
 from infra.errors import InfraError
 from infra.jvm import ensure_jars, java_bin
 from infra.postgres import PG_BIN, ensure_server_binaries
+from simulator.cli import register as register_simulator
 from stockcdc.settings import get_settings
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 infra_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the real services.")
 app.add_typer(infra_app, name="infra")
+register_simulator(app)  # stockcdc seed | run | truth
 console = Console(stderr=True)
 
 
