@@ -57,7 +57,7 @@ class Sink(Protocol):
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
+    ) -> object:
         """Write whole transactions, then (if given) the new watermark; idempotent.
         Raises a `TransientError` when a retry may succeed."""
         ...

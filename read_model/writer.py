@@ -97,17 +97,20 @@ class ProjectionWriter:
         self._client = client
 
     def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
     ) -> WriteStats:
         """Write `transactions` (whole, in commit order, all of `region`), then advance the
-        region's watermark to `watermark`. Raises `ReadModelTransientError` (retry the
-        same call) or `ReadModelTerminalError`. Safe to repeat after any failure."""
-        if watermark.region != region:
+        region's watermark to `watermark` (None: leave it; the rows stay invisible, as
+        snapshot rows do until the snapshot is complete). Raises
+        `ReadModelTransientError` (retry the same call) or `ReadModelTerminalError`.
+        Safe to repeat after any failure."""
+        if watermark is not None and watermark.region != region:
             raise ValueError(f"watermark of {watermark.region} written for {region}")
         for tx in transactions:
             if tx.region != region:
                 raise ValueError(f"transaction of {tx.region} in a batch of {region}")
-            if tx.commit_lsn > watermark.commit_lsn:
+            streamed = tx.tx_id is not None
+            if streamed and watermark is not None and tx.commit_lsn > watermark.commit_lsn:
                 raise ValueError(
                     f"watermark {watermark.commit_lsn} below commit {tx.commit_lsn}: "
                     "it would hide applied rows"
@@ -128,8 +131,21 @@ class ProjectionWriter:
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
         self._flush(buffers, stats)
-        self.advance(watermark)
+        if watermark is not None:
+            self.advance(watermark)
         return stats
+
+    def load_watermarks(self) -> dict[str, Watermark]:
+        """The applied watermark of every region, to resume from after a restart."""
+        rows = self._query(
+            "SELECT region, applied_commit_lsn, toUnixTimestamp64Milli(source_commit_ts), "
+            "toUnixTimestamp64Milli(heartbeat_ts) FROM watermarks",
+            {},
+        ).result_rows
+        return {
+            r: Watermark(r, int(lsn), int(ts), None if hb is None else int(hb))
+            for r, lsn, ts, hb in rows
+        }
 
     def advance(self, watermark: Watermark) -> None:
         """Write a watermark row (alone: an idle region's heartbeat, or after a batch)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from cdc_consumers.assembler import AssemblyProblem, RegionAssembler
-from schemas.events import Heartbeat, Op, RowChange, Snapshot, Tombstone, TxBegin, TxEnd
+from schemas.events import Event, Heartbeat, Op, RowChange, Snapshot, Tombstone, TxBegin, TxEnd
 
 R = "us-west"
 
@@ -15,6 +17,11 @@ def change(
 ) -> RowChange:
     op = Op.READ if snapshot is not Snapshot.NO else Op.UPDATE
     return RowChange(R, table, op, (id_,), None, lsn, tx, 1000 + lsn, snapshot)
+
+
+def feed(a: RegionAssembler, events: Sequence[Event], start: int = 0) -> None:
+    for offset, event in enumerate(events, start):
+        a.add(offset, event)
 
 
 def end(tx: int, commit_lsn: int, counts: dict[str, int]) -> TxEnd:
@@ -55,7 +62,8 @@ def test_commit_offset_never_falls_inside_an_open_transaction() -> None:
 def test_interleaved_change_lsns_still_give_a_monotonic_watermark() -> None:
     a = RegionAssembler(R)
     # tx 2 committed first although tx 1 wrote earlier in the WAL.
-    for off, ev in enumerate(
+    feed(
+        a,
         [
             TxBegin(R, 2, 110, 0),
             change(2, 110),
@@ -63,9 +71,8 @@ def test_interleaved_change_lsns_still_give_a_monotonic_watermark() -> None:
             TxBegin(R, 1, 100, 0),
             change(1, 100),
             end(1, 130, {"owner": 1}),
-        ]
-    ):
-        a.add(off, ev)
+        ],
+    )
     batch = a.take()
     assert [t.commit_lsn for t in batch.transactions] == [120, 130]
     assert batch.watermark is not None
@@ -84,11 +91,9 @@ def test_heartbeat_advances_freshness_and_offset_when_idle() -> None:
 
 def test_replayed_old_transaction_is_reapplied_but_watermark_stays() -> None:
     a = RegionAssembler(R)
-    for off, ev in enumerate([TxBegin(R, 1, 10, 0), change(1, 10), end(1, 50, {"owner": 1})]):
-        a.add(off, ev)
+    feed(a, [TxBegin(R, 1, 10, 0), change(1, 10), end(1, 50, {"owner": 1})])
     a.take()
-    for off, ev in enumerate([TxBegin(R, 0, 5, 0), change(0, 5), end(0, 40, {"owner": 1})], 3):
-        a.add(off, ev)
+    feed(a, [TxBegin(R, 0, 5, 0), change(0, 5), end(0, 40, {"owner": 1})], 3)
     batch = a.take()
     assert len(batch.transactions) == 1  # idempotent writes make this harmless
     assert batch.watermark is None
@@ -97,7 +102,8 @@ def test_replayed_old_transaction_is_reapplied_but_watermark_stays() -> None:
 
 def test_a_cut_off_transaction_resent_from_begin_is_dropped_for_the_full_copy() -> None:
     a = RegionAssembler(R)
-    for off, ev in enumerate(
+    feed(
+        a,
         [
             TxBegin(R, 3, 10, 0),
             change(3, 10, 1),
@@ -105,9 +111,8 @@ def test_a_cut_off_transaction_resent_from_begin_is_dropped_for_the_full_copy() 
             change(3, 10, 1),
             change(3, 11, 2),
             end(3, 12, {"owner": 2}),
-        ]
-    ):
-        a.add(off, ev)
+        ],
+    )
     batch = a.take()
     assert [len(t.changes) for t in batch.transactions] == [2]
     assert a.discarded_partial_transactions == 1

@@ -1,0 +1,88 @@
+"""Running the projector as a service: ClickHouse client, migrations, signals, progress."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from cdc_consumers.projector import Projector
+from read_model.client import make_client
+from read_model.migrate import migrate
+from read_model.writer import ProjectionWriter
+from stockcdc.settings import Settings
+
+
+def build_projector(settings: Settings) -> Projector:
+    """A projector writing to `settings.clickhouse_url`, its schema migrated first."""
+    client = make_client(settings)
+    migrate(client, settings.clickhouse_cluster)
+    return Projector(settings, ProjectionWriter(client))
+
+
+@contextmanager
+def running(projector: Projector) -> Iterator[threading.Thread]:
+    """Run the projector in a background thread; stop it and wait on exit."""
+    thread = threading.Thread(target=projector.run, name="projector", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        projector.stop.set()
+        thread.join(timeout=60)
+
+
+def stop_on_signals(projector: Projector) -> None:
+    """SIGINT / SIGTERM stop the projector after its current batch (then it commits)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        projector.stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@dataclass(frozen=True)
+class RegionProgress:
+    """How far the consumer group is through one region's topic."""
+
+    region: str
+    committed: int
+    end: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.end - self.committed, 0)
+
+
+def progress(settings: Settings) -> list[RegionProgress]:
+    """Committed offsets of the projector group against the topics' ends: the initial-load
+    (and catch-up) progress shown by the CLI, without touching any WMS."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tps = [TopicPartition(r.cdc_topic, 0) for r in settings.region_list()]
+        existing = set(consumer.topics())
+        tps = [tp for tp in tps if tp.topic in existing]
+        ends = consumer.end_offsets(tps) if tps else {}
+        committed: dict[TopicPartition, OffsetAndMetadata] = admin.list_consumer_group_offsets(
+            settings.consumer_group
+        )
+        regions = {r.cdc_topic: r.name for r in settings.region_list()}
+        return [
+            RegionProgress(
+                regions[tp.topic],
+                committed[tp].offset if tp in committed else 0,
+                int(ends.get(tp, 0)),
+            )
+            for tp in tps
+        ]
+    finally:
+        consumer.close()
+        admin.close()
