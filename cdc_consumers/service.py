@@ -20,7 +20,7 @@ from stockcdc.settings import Settings
 
 
 def build_projector(settings: Settings) -> Projector:
-    """A projector writing to `settings.clickhouse_url`, its schema migrated first."""
+    """A projector writing to `settings.clickhouse_dsn`, its schema migrated first."""
     client = make_client(settings)
     migrate(client, settings.clickhouse_cluster)
     return Projector(settings, ProjectionWriter(client))

@@ -11,9 +11,9 @@ from stockcdc.settings import Settings
 
 
 def make_client(settings: Settings, url: str | None = None) -> Client:
-    """A client for `url` (default `settings.clickhouse_url`). chDB allows one process per
+    """A client for `url` (default `settings.clickhouse_dsn`). chDB allows one process per
     on-disk path: open it once per process and share the client."""
-    dsn = url or settings.clickhouse_url
+    dsn = url or settings.clickhouse_dsn
     try:
         return get_client(dsn=dsn)
     except Exception as exc:  # driver errors have no common base; classify decides

@@ -10,6 +10,7 @@ import uuid
 import psycopg
 import typer
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 
 from cdc_consumers.raw import end_offsets, iter_events
@@ -141,6 +142,36 @@ def migrate_cmd() -> None:
     settings = get_settings()
     applied = migrate(make_client(settings), settings.clickhouse_cluster)
     console.print(f"applied DDL versions: {applied or 'none (up to date)'}")
+
+
+@app.command()
+def project(
+    show_progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show each region's catch-up progress."
+    ),
+) -> None:
+    """Run the projector: regions' CDC topics → ClickHouse, until Ctrl-C (then it commits)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from cdc_consumers.service import build_projector, progress, running, stop_on_signals
+
+    settings = get_settings()
+    projector = build_projector(settings)
+    stop_on_signals(projector)
+    with running(projector) as thread:
+        if not show_progress:
+            thread.join()
+            return
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as bar:
+            tasks: dict[str, TaskID] = {}
+            while thread.is_alive():
+                for p in progress(settings):
+                    if p.region not in tasks:
+                        tasks[p.region] = bar.add_task(p.region, total=p.end)
+                    bar.update(tasks[p.region], completed=p.committed, total=p.end)
+                thread.join(timeout=1.0)
 
 
 def main() -> None:

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     debezium_poll_interval_ms: int = 50
 
     # ClickHouse read model: chdb://<path> (embedded, one process per path) or http(s)://.
-    clickhouse_url: str = "chdb://.state/clickhouse"
+    # Unset: embedded chDB under the state dir (`chdb://<state>/clickhouse`).
+    clickhouse_url: str | None = None
     # Server mode on a cluster: DDL runs ON CLUSTER with Replicated* engines.
     clickhouse_cluster: str | None = None
 
@@ -134,6 +135,10 @@ class Settings(BaseSettings):
     @property
     def state_path(self) -> Path:
         return self.state_dir.resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.state_path / 'clickhouse'}"
 
     @property
     def kafka_bootstrap(self) -> str:
