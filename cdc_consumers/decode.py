@@ -108,7 +108,8 @@ def _plan(region: str, schema: object, table: object, where: str) -> _Plan:
 
 
 def _check_region(region: str, server: object, where: str) -> None:
-    if server != f"wms.{region}":
+    # Debezium's logical server name is `<namespace>.<region>` (Region.topic_prefix).
+    if not isinstance(server, str) or server.rpartition(".")[2] != region:
         raise DecodeError("region_mismatch", f"{where}: source {server!r} in region {region}")
 
 
@@ -237,10 +238,10 @@ def _heartbeat(region: str, key: bytes | None, v: dict[str, Any], where: str) ->
 def _tombstone(region: str, k: Any, where: str) -> Tombstone:
     if not isinstance(k, dict) or not isinstance(k.get(ROUTER_FIELD), str):
         raise DecodeError("unexpected_shape", f"{where}: tombstone key {k!r}")
-    prefix = f"wms.{region}."
-    physical: str = k[ROUTER_FIELD]
-    if not physical.startswith(prefix):
+    physical: str = k[ROUTER_FIELD]  # <namespace>.<region>.<schema>.<table>
+    parts = physical.split(".")
+    if len(parts) != 4 or parts[1] != region:
         raise DecodeError("region_mismatch", f"{where}: tombstone of {physical}")
-    schema, _, table = physical[len(prefix) :].partition(".")
+    schema, table = parts[2], parts[3]
     plan = _plan(region, schema, table, where)
     return Tombstone(region, plan.spec.name, _key(plan, k, where))

@@ -42,6 +42,7 @@ class Region:
     name: str  # e.g. "us-west"
     index: int  # position in the configured list; fixes the port
     pg_port: int
+    namespace: str = "wms"  # Settings.cdc_namespace: isolates a whole pipeline (tests)
 
     @property
     def slug(self) -> str:
@@ -51,21 +52,21 @@ class Region:
     @property
     def topic_prefix(self) -> str:
         """Debezium `topic.prefix`: the logical server name of the region."""
-        return f"wms.{self.name}"
+        return f"{self.namespace}.{self.name}"
 
     @property
     def cdc_topic(self) -> str:
         """The one topic that carries the region's data events, BEGIN/END and heartbeats
         in commit order (decision 4: transactions applied whole and in order)."""
-        return f"wms.{self.name}.cdc"
+        return f"{self.namespace}.{self.name}.cdc"
 
     @property
     def connector_name(self) -> str:
-        return f"wms-{self.name}"
+        return f"{self.namespace}-{self.name}"
 
     @property
     def slot_name(self) -> str:
-        return f"dbz_{self.slug}"
+        return f"dbz_{self.namespace}_{self.slug}"
 
 
 class Settings(BaseSettings):
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     pg_host: str = "127.0.0.1"
     pg_base_port: int = 55431
     pg_database: str = "wms"
+    # Names the pipeline: topics `<ns>.<region>.cdc`, connectors `<ns>-<region>`, slots
+    # `dbz_<ns>_<region>`. Tests give each run its own namespace and database.
+    cdc_namespace: str = "wms"
     pg_admin_user: str = "wms_admin"
     pg_admin_password: SecretStr = SecretStr("admin-dev-only")
     pg_cdc_user: str = "wms_cdc"
@@ -150,7 +154,7 @@ class Settings(BaseSettings):
 
     def region_list(self) -> list[Region]:
         return [
-            Region(name=n, index=i, pg_port=self.pg_base_port + i)
+            Region(name=n, index=i, pg_port=self.pg_base_port + i, namespace=self.cdc_namespace)
             for i, n in enumerate(self.regions)
         ]
 

@@ -16,7 +16,7 @@ def test_streams_pgoutput_from_the_filtered_publication_of_every_wms_table() -> 
     assert cfg["plugin.name"] == "pgoutput"
     assert cfg["publication.autocreate.mode"] == "disabled"  # made by infra, filtered
     assert cfg["table.include.list"].split(",") == [f"public\\.{t}" for t in WMS_TABLES]
-    assert cfg["slot.name"] == "dbz_eu_central"
+    assert cfg["slot.name"] == "dbz_wms_eu_central"
     assert cfg["database.user"] == "wms_cdc"
 
 
