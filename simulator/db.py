@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -23,6 +23,17 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     pg_errors.DeadlockDetected,
     pg_errors.LockNotAvailable,
 )
+
+
+#: A database name for every region, or one per region (scratch databases differ).
+DbNames = str | Mapping[str, str] | None
+
+
+def dbname_for(dbname: DbNames, region: Region) -> str | None:
+    """The database to use in `region` (None: the settings' default)."""
+    if dbname is None or isinstance(dbname, str):
+        return dbname
+    return dbname[region.name]
 
 
 def connect(

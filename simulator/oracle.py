@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 
 import psycopg
 
-from simulator.db import connect
+from simulator.db import DbNames, connect, dbname_for
 from stockcdc.settings import Region, Settings
 
 #: Quantity figures per status, in the order of OPERATIONS.md.
@@ -282,12 +282,12 @@ def read_truth(
     settings: Settings,
     regions: Sequence[Region],
     *,
-    dbname: str | None = None,
+    dbname: DbNames = None,
     role: str = "app",
 ) -> Truth:
     """Every figure of every key in `regions`, each region read from one snapshot."""
     truth = Truth(stock={}, lots={}, serials={}, ledger={}, snapshots={})
-    conns = [connect(settings, r, dbname, role=role) for r in regions]
+    conns = [connect(settings, r, dbname_for(dbname, r), role=role) for r in regions]
     try:
         # take every region's snapshot first, then compute
         for conn in conns:

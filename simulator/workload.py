@@ -11,6 +11,7 @@ latency percentiles of the WMS transactions.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -25,7 +26,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from simulator import ops
-from simulator.db import Conn, connect, run_txn
+from simulator.db import Conn, DbNames, connect, dbname_for, run_txn
 from simulator.errors import Rejected, SimulatorError
 from stockcdc.settings import Region, Settings
 
@@ -175,7 +176,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    k = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[k]
 
 
@@ -1022,7 +1023,7 @@ def run(
     settings: Settings,
     regions: Sequence[Region],
     *,
-    dbname: str | None = None,
+    dbname: DbNames = None,
     workers: int = 4,
     rate: float | None = None,
     count: int | None = None,
@@ -1038,8 +1039,9 @@ def run(
     involved = {r.name: r for r in [*regions, *(peers or ())]}
     states: dict[str, RegionState] = {}
     for r in involved.values():
-        with connect(settings, r, dbname) as conn:
-            states[r.name] = RegionState.load(conn, r, dbname)
+        name = dbname_for(dbname, r)
+        with connect(settings, r, name) as conn:
+            states[r.name] = RegionState.load(conn, r, name)
     if peers is None:
         states = {r.name: states[r.name] for r in regions}
     deadline = time.monotonic() + duration if duration else None
