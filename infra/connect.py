@@ -109,6 +109,21 @@ class ConnectClient:
     def delete(self, name: str) -> None:
         self._call("DELETE", f"/connectors/{name}")
 
+    def stop_connector(self, name: str) -> None:
+        """Stop (not pause): tasks shut down, which offset changes require."""
+        resp = self._call("PUT", f"/connectors/{name}/stop")
+        if resp.status_code not in (200, 202, 204):
+            raise InfraError(f"stopping connector {name}: {resp.status_code} {resp.text}")
+
+    def resume(self, name: str) -> None:
+        self._call("PUT", f"/connectors/{name}/resume")
+
+    def reset_offsets(self, name: str) -> None:
+        """Forget where the connector was: on resume it snapshots afresh."""
+        resp = self._call("DELETE", f"/connectors/{name}/offsets")
+        if resp.status_code != 200:
+            raise InfraError(f"resetting offsets of {name}: {resp.status_code} {resp.text}")
+
 
 def task_state(status: dict[str, Any] | None) -> str:
     """One word for a connector: RUNNING only when the connector and all tasks run."""
@@ -121,6 +136,23 @@ def task_state(status: dict[str, Any] | None) -> str:
         if bad in states:
             return bad
     return "RUNNING"
+
+
+def resnapshot(settings: Settings, region: Region, timeout_s: float = 60.0) -> None:
+    """Re-snapshot one region (after its replication slot was lost, say) without touching
+    the others: stop its connector, forget its offsets, resume. Debezium then creates the
+    slot again and streams a fresh snapshot into the same topic; the projection applies it
+    idempotently (row versions are LSNs)."""
+    name = region.connector_name
+    with ConnectClient(settings) as client:
+        client.stop_connector(name)
+        deadline = time.monotonic() + timeout_s
+        while (client.status(name) or {}).get("connector", {}).get("state") != "STOPPED":
+            if time.monotonic() > deadline:
+                raise InfraError(f"connector {name} did not stop in {timeout_s:.0f}s")
+            time.sleep(0.2)
+        client.reset_offsets(name)
+        client.resume(name)
 
 
 def register_connectors(settings: Settings, timeout_s: float | None = None) -> None:
