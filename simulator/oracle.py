@@ -220,14 +220,14 @@ class Truth:
         result: dict[str, Any] = enc(
             {
                 "snapshots": self.snapshots,
-                "stock": [{**k._asdict(), **asdict(v)} for k, v in sorted(self.stock.items())],
+                "stock": [{**k._asdict(), **vars(v)} for k, v in sorted(self.stock.items())],
                 "lots": [
-                    {**k._asdict(), **asdict(lot)}
+                    {**k._asdict(), **vars(lot)}
                     for k, lots in sorted(self.lots.items())
                     for lot in lots
                 ],
-                "serials": [{**k._asdict(), **asdict(v)} for k, v in sorted(self.serials.items())],
-                "ledger": [{**k._asdict(), **asdict(v)} for k, v in sorted(self.ledger.items())],
+                "serials": [{**k._asdict(), **vars(v)} for k, v in sorted(self.serials.items())],
+                "ledger": [{**k._asdict(), **vars(v)} for k, v in sorted(self.ledger.items())],
             }
         )
         return result

@@ -368,6 +368,9 @@ def seed_region(
         if su is not None and su[0]:
             cur.execute("SET LOCAL session_replication_role = origin")
             _verify_references(cur)
+    # fresh statistics, or the first workload queries plan against empty tables
+    # (a role that owns no table gets a warning per table, not an error)
+    conn.execute("ANALYZE")
     report.seconds = time.perf_counter() - started
     return report
 
