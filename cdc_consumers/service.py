@@ -9,8 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from kafka import KafkaConsumer, TopicPartition
 
 from cdc_consumers.projector import Projector
 from read_model.client import make_client
@@ -64,25 +63,21 @@ class RegionProgress:
 def progress(settings: Settings) -> list[RegionProgress]:
     """Committed offsets of the projector group against the topics' ends: the initial-load
     (and catch-up) progress shown by the CLI, without touching any WMS."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    # A consumer of the group that never subscribes: it reads commits, joins nothing.
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
     try:
         tps = [TopicPartition(r.cdc_topic, 0) for r in settings.region_list()]
         existing = set(consumer.topics())
         tps = [tp for tp in tps if tp.topic in existing]
         ends = consumer.end_offsets(tps) if tps else {}
-        committed: dict[TopicPartition, OffsetAndMetadata] = admin.list_consumer_group_offsets(
-            settings.consumer_group
-        )
         regions = {r.cdc_topic: r.name for r in settings.region_list()}
         return [
-            RegionProgress(
-                regions[tp.topic],
-                committed[tp].offset if tp in committed else 0,
-                int(ends.get(tp, 0)),
-            )
+            RegionProgress(regions[tp.topic], consumer.committed(tp) or 0, int(ends.get(tp, 0)))
             for tp in tps
         ]
     finally:
         consumer.close()
-        admin.close()

@@ -14,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from infra import services
+from infra.pipeline import IsolatedPipeline
 from infra.postgres import grant_roles, load_wms_schema
 from stockcdc.settings import Region, Settings, get_settings
 
@@ -70,3 +71,14 @@ def scratch_wms_db(settings: Settings, postgres_up: None) -> Iterator[ScratchDb]
             c.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IsolatedPipeline]:
+    """An isolated pipeline for one test module (see `IsolatedPipeline`)."""
+    _require(settings, "")
+    p = IsolatedPipeline(settings, tmp_path_factory.mktemp("pipeline"))
+    yield p
+    p.close()
