@@ -174,6 +174,50 @@ def project(
                 thread.join(timeout=1.0)
 
 
+@app.command()
+def serve(
+    projector: bool = typer.Option(
+        True,
+        "--projector/--no-projector",
+        help="Also run the projector in this process (required for embedded chDB).",
+    ),
+    host: str | None = typer.Option(None, help="Listen address (default STOCKCDC_API_HOST)."),
+    port: int | None = typer.Option(None, help="Listen port (default STOCKCDC_API_PORT)."),
+) -> None:
+    """Run the Query API (and, by default, the projector in a background thread) until
+    Ctrl-C."""
+    from query_api.server import serve as run_server
+
+    settings = get_settings()
+    update = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    run_server(settings.model_copy(update=update), with_projector=projector)
+
+
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys of the Query API.")
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    owner: str | None = typer.Option(None, help="Seller key for this owner code."),
+    scope: str | None = typer.Option(None, help="oms (every owner) or bi; default seller."),
+) -> None:
+    """Print a new key (shown once) and its config line for STOCKCDC_API_KEYS."""
+    from query_api.auth import KeyConfigError, Scope, new_key
+
+    try:
+        chosen = Scope(scope) if scope else Scope.SELLER
+        key, line = new_key(chosen, owner)
+    except (ValueError, KeyConfigError) as exc:
+        raise _fail(exc) from exc
+    Console().print(f"key:         {key}", soft_wrap=True)
+    Console().print(f"config line: {line}", soft_wrap=True)
+    console.print(
+        "Append the config line to STOCKCDC_API_KEYS (comma separated); the key is "
+        "not stored anywhere, hand it to its user now."
+    )
+
+
 def main() -> None:
     try:
         app()

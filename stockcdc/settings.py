@@ -69,6 +69,14 @@ class Region:
         return f"dbz_{self.namespace}_{self.slug}"
 
 
+#: DEV-ONLY API keys (their clear text is in query_api/auth.py DEMO_KEYS and the README):
+#: an OMS key and a seller key for SELLER-0001. Never deploy with these.
+DEV_API_KEYS: tuple[str, ...] = (
+    "oms:*:321537800f83ae5e721ca5594f727e2c5ba6de10b355a59019332903f8792bbe",
+    "seller:SELLER-0001:ec6559e7ec4653425a4d8aecf54c568a0cb13baf95e2d2bda55246b898defe36",
+)
+
+
 class Settings(BaseSettings):
     """Project settings; env vars are `STOCKCDC_<FIELD>` (e.g. `STOCKCDC_STATE_DIR`)."""
 
@@ -129,9 +137,32 @@ class Settings(BaseSettings):
     # Seconds to wait for a service to come up.
     start_timeout_s: float = 180.0
 
-    @field_validator("regions", mode="before")
+    # Query API (query_api/): where `stockcdc serve` listens.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    # API keys, stored hashed: "<scope>:<owner or *>:<sha256 hex of the key>", comma
+    # separated; scope is oms (every owner), seller (one owner) or bi (reserved).
+    # `stockcdc apikey create` prints new lines. The default holds the DEV-ONLY demo keys
+    # of query_api/auth.py (DEMO_KEYS); set STOCKCDC_API_KEYS to replace them.
+    api_keys: Annotated[tuple[str, ...], NoDecode] = DEV_API_KEYS
+    # HMAC secret signing pagination cursors (opaque, tamper-evident). Dev default only.
+    api_cursor_secret: SecretStr = SecretStr("cursor-secret-dev-only")
+    # `min_as_of`: longest wait for a region's watermark to pass the asked time (→ 504).
+    api_min_as_of_timeout_ms: int = 5_000
+    api_min_as_of_poll_ms: int = 25
+    # /v1/freshness states: live when lag <= this; catching_up when behind but the
+    # projector wrote a watermark within this time; stale otherwise.
+    api_live_lag_ms: int = 5_000
+    # Watermarks are re-read at most this often for `freshness` and `max_staleness_ms`
+    # (`min_as_of` waits always re-read them).
+    api_watermark_cache_ms: int = 100
+    # ClickHouse clients the API queries through, for http(s):// servers (each client
+    # serializes its own calls). chDB uses one: parallel chDB queries measured slower.
+    api_clickhouse_pool: int = 4
+
+    @field_validator("regions", "api_keys", mode="before")
     @classmethod
-    def _split_regions(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(r.strip() for r in value.split(",") if r.strip())
         return value

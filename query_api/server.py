@@ -1,0 +1,68 @@
+"""`stockcdc serve`: the API under uvicorn, with the projector in a background thread of
+the same process (embedded chDB allows one process per path) or alone (a ClickHouse
+server; the projector then runs as `stockcdc project` elsewhere).
+
+Ctrl-C / SIGTERM: uvicorn stops taking requests and drains, then the projector finishes
+its batch and commits its offsets; a projector that dies stops the API too.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+
+import structlog
+import uvicorn
+
+from cdc_consumers.projector import Projector
+from cdc_consumers.service import running
+from query_api.app import create_app
+from query_api.service import ReadModel
+from read_model.client import make_client
+from read_model.migrate import migrate
+from read_model.writer import ProjectionWriter
+from stockcdc.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def serve(settings: Settings, with_projector: bool = True) -> None:
+    """Run until interrupted. In embedded mode one chDB client is shared by the projector
+    and the API (its calls are serialised by the client's own lock)."""
+    embedded = settings.clickhouse_dsn.startswith("chdb://")
+    if embedded and not with_projector:
+        log.warning("serve.no_projector.embedded", detail="nothing will update this read model")
+    with ExitStack() as stack:
+        shared = make_client(settings) if embedded or with_projector else None
+        if shared is not None:
+            stack.callback(shared.close)
+        pool = ReadModel([shared]) if embedded and shared is not None else ReadModel.open(settings)
+        if not embedded:
+            stack.callback(pool.close)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, pool),
+                host=settings.api_host,
+                port=settings.api_port,
+                log_level="info",
+                access_log=False,
+            )
+        )
+        if with_projector and shared is not None:
+            migrate(shared, settings.clickhouse_cluster)
+            projector = Projector(settings, ProjectionWriter(shared))
+            thread = stack.enter_context(running(projector))
+            threading.Thread(
+                target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True
+            ).start()
+        log.info("serve.start", host=settings.api_host, port=settings.api_port,
+                 projector=with_projector, embedded=embedded)  # fmt: skip
+        server.run()  # returns after SIGINT/SIGTERM; ExitStack then stops the projector
+    log.info("serve.stopped")
+
+
+def _stop_when_dead(thread: threading.Thread, server: uvicorn.Server) -> None:
+    thread.join()
+    if not server.should_exit:
+        log.error("serve.projector.died", detail="stopping the API")
+        server.should_exit = True

@@ -1,0 +1,494 @@
+"""What each endpoint does, between HTTP (app.py) and ClickHouse (read_model.queries,
+query_api.repository): tenant scoping, consistency controls, freshness and cursors.
+
+Reads are blocking driver calls; they run in worker threads, each on a client checked
+out of a small pool (a clickhouse-connect client serialises its own calls, chDB or HTTP
+session alike). The watermarks are read *before* the data, so the freshness an answer
+reports is a lower bound of what it reflects (watermarks only move forward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from anyio import CapacityLimiter
+from anyio.to_thread import run_sync
+from clickhouse_connect.driver.client import Client
+
+from query_api import repository
+from query_api.auth import Principal
+from query_api.cursor import CursorCodec
+from query_api.errors import ApiError, bad_request, not_found
+from query_api.models import (
+    ConsistencyParams,
+    FreshnessState,
+    MovementParams,
+    SerialListParams,
+    StockListParams,
+)
+from read_model import queries
+from read_model.client import make_client
+from read_model.queries import StockRow
+from stockcdc.settings import Settings
+
+T = TypeVar("T")
+
+#: How long the warehouse → region map is reused (refreshed on a miss anyway).
+_WAREHOUSE_TTL_S = 5.0
+#: Owner codes read per round trip when an all-owner page walks owners.
+_OWNER_BATCH = 200
+
+
+class ReadModel:
+    """The API's access to ClickHouse: a pool of clients used from worker threads."""
+
+    def __init__(self, clients: Sequence[Client]) -> None:
+        if not clients:
+            raise ValueError("at least one client")
+        self.clients = list(clients)
+        self._free: queue.SimpleQueue[Client] = queue.SimpleQueue()
+        for c in clients:
+            self._free.put(c)
+        self._limiter = CapacityLimiter(len(clients))
+
+    @classmethod
+    def open(cls, settings: Settings) -> ReadModel:
+        """Clients on `settings.clickhouse_dsn`: one for chDB (an in-process engine
+        already uses every core per query; concurrent chDB queries measured slower),
+        `api_clickhouse_pool` for a server."""
+        embedded = settings.clickhouse_dsn.startswith("chdb://")
+        n = 1 if embedded else max(1, settings.api_clickhouse_pool)
+        return cls([make_client(settings) for _ in range(n)])
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(client, *args)` on a free client (blocking; from a worker thread)."""
+        client = self._free.get()
+        try:
+            return fn(client, *args)
+        finally:
+            self._free.put(client)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`call` in a worker thread, at most one per client at a time."""
+        return await run_sync(self.call, fn, *args, limiter=self._limiter)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A region's watermark as readers see it."""
+
+    region: str
+    lsn: int
+    commit_ts: datetime
+    heartbeat_ts: datetime | None
+    updated_at: datetime
+
+    @property
+    def as_of(self) -> datetime:
+        """max(source commit time of the last applied transaction, latest heartbeat)."""
+        hb = self.heartbeat_ts
+        return self.commit_ts if hb is None or hb < self.commit_ts else hb
+
+    def lag_ms(self, now: datetime) -> int:
+        return max(0, int((now - self.as_of).total_seconds() * 1000))
+
+
+def _marks(client: Client) -> dict[str, Mark]:
+    return {
+        w.region: Mark(
+            w.region, w.applied_commit_lsn, w.source_commit_ts, w.heartbeat_ts, w.updated_at
+        )
+        for w in queries.watermarks(client)
+    }
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class QueryService:
+    """The endpoints' logic; one per app, shared by every request."""
+
+    def __init__(self, settings: Settings, db: ReadModel) -> None:
+        self.settings = settings
+        self.db = db
+        self.cursors = CursorCodec(settings.api_cursor_secret.get_secret_value().encode())
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self._marks: tuple[float, dict[str, Mark]] = (-math.inf, {})
+        self._warehouses: tuple[float, dict[str, str]] = (-math.inf, {})
+
+    # -- freshness and consistency ---------------------------------------------------
+
+    async def marks(self, fresh: bool = False) -> dict[str, Mark]:
+        """Every region's watermark; re-read at most every `api_watermark_cache_ms`
+        (an older watermark is still a true lower bound), always when `fresh`."""
+        at, cached = self._marks
+        now = time.monotonic()
+        if not fresh and now - at < self.settings.api_watermark_cache_ms / 1000:
+            return cached
+        marks = await self.db.run(_marks)
+        self._marks = (now, marks)
+        return marks
+
+    async def warehouses(self) -> dict[str, str]:
+        """Warehouse code → region, cached briefly: warehouses never change region."""
+        at, cached = self._warehouses
+        now = time.monotonic()
+        if now - at < _WAREHOUSE_TTL_S:
+            return cached
+        found = await self.db.run(repository.warehouse_regions)
+        self._warehouses = (now, found)
+        return found
+
+    def freshness(self, marks: dict[str, Mark], regions: Iterable[str]) -> dict[str, Any]:
+        """`{region: {as_of, lsn, lag_ms}}` of the regions involved in an answer."""
+        now = self.clock()
+        return {
+            r: {"as_of": _iso(m.as_of), "lsn": m.lsn, "lag_ms": m.lag_ms(now)}
+            for r in sorted(set(regions))
+            if (m := marks.get(r)) is not None
+        }
+
+    def state(self, mark: Mark | None, now: datetime) -> FreshnessState:
+        if mark is None:
+            return FreshnessState.UNKNOWN
+        live = self.settings.api_live_lag_ms
+        if mark.lag_ms(now) <= live:
+            return FreshnessState.LIVE
+        if (now - mark.updated_at).total_seconds() * 1000 <= live:
+            return FreshnessState.CATCHING_UP
+        return FreshnessState.STALE
+
+    async def wait_for(self, min_as_of: datetime, regions: Collection[str]) -> dict[str, Mark]:
+        """Poll the watermarks until every region in `regions` (every known region when
+        empty) is at or past `min_as_of`; 504 when the server's timeout runs out first."""
+        s = self.settings
+        deadline = time.monotonic() + s.api_min_as_of_timeout_ms / 1000
+        while True:
+            marks = await self.marks(fresh=True)
+            wanted = regions or marks.keys()
+            behind = sorted(r for r in wanted if r not in marks or marks[r].as_of < min_as_of)
+            if not behind:
+                return marks
+            left = deadline - time.monotonic()
+            # A watermark never runs ahead of the clock: no point waiting past the deadline.
+            future = (min_as_of - self.clock()).total_seconds() > max(left, 0)
+            if left <= 0 or future:
+                raise ApiError(
+                    504,
+                    "not_caught_up",
+                    f"region(s) {', '.join(behind)} did not reach min_as_of "
+                    f"{_iso(min_as_of)} within {s.api_min_as_of_timeout_ms} ms",
+                )
+            await asyncio.sleep(min(s.api_min_as_of_poll_ms / 1000, left))
+
+    async def consistent(
+        self, params: ConsistencyParams, regions: Callable[[], Awaitable[Collection[str]]]
+    ) -> tuple[dict[str, Mark], set[str]]:
+        """Apply `min_as_of`, then `max_staleness_ms`, to the regions an answer involves;
+        returns the watermarks (read before the data) and those regions. `regions` is
+        asked again after a wait: data that arrived meanwhile may involve new regions."""
+        involved = set(await regions())
+        if params.min_as_of is not None:
+            marks = await self.wait_for(params.min_as_of, involved)
+            involved = set(await regions())
+        else:
+            marks = await self.marks()
+        if params.max_staleness_ms is not None:
+            self._check_staleness(marks, involved, params.max_staleness_ms)
+        return marks, involved
+
+    def _check_staleness(self, marks: dict[str, Mark], involved: set[str], max_ms: int) -> None:
+        now = self.clock()
+        stale = {
+            r: (marks[r].lag_ms(now) if r in marks else None)
+            for r in sorted(involved)
+            if r not in marks or marks[r].lag_ms(now) > max_ms
+        }
+        if not stale:
+            return
+        worst = max((lag or 0) - max_ms for lag in stale.values())
+        retry = max(1, min(60, math.ceil(worst / 1000)))
+        detail = ", ".join(
+            f"region {r} is {lag} ms behind" if lag is not None else f"region {r} has no watermark"
+            for r, lag in stale.items()
+        )
+        raise ApiError(
+            503, "stale", f"{detail} (max_staleness_ms={max_ms})", {"Retry-After": str(retry)}
+        )
+
+    # -- regions an answer involves ----------------------------------------------------
+
+    async def _warehouse_region(self, warehouse: str) -> set[str]:
+        region = (await self.warehouses()).get(warehouse)
+        if region is None:  # new since the cache was filled, or unknown
+            self._warehouses = (-math.inf, {})
+            region = (await self.warehouses()).get(warehouse)
+        return {region} if region else set()
+
+    async def _owner_regions(self, owner: str) -> set[str]:
+        return set(await self.db.run(queries.owner_ids, owner))
+
+    async def _all_regions(self) -> set[str]:
+        return set(await self.marks())
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    async def stock_one(
+        self, who: Principal, owner: str, warehouse: str, sku: str, p: ConsistencyParams
+    ) -> dict[str, Any]:
+        if not who.may_see(owner):
+            raise not_found("no such stock key")
+        marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
+        row = await self.db.run(queries.stock_one, owner, warehouse, sku) if involved else None
+        if row is None:
+            raise not_found("no such stock key")
+        out = _as_dict(row)
+        out["freshness"] = self.freshness(marks, involved)
+        return out
+
+    async def stock_list(self, who: Principal, p: StockListParams) -> dict[str, Any]:
+        owner = p.owner
+        if who.owner is not None:
+            if owner is not None and owner != who.owner:
+                return {"items": [], "next_cursor": None, "freshness": {}}  # as if absent
+            owner = who.owner
+        filters = [owner or "", p.warehouse or "", p.sku or ""]
+        after: tuple[str, str, str] | None = None
+        if p.cursor is not None:
+            pos = self.cursors.decode(p.cursor, "stock", filters)
+            if len(pos) != 3 or not all(isinstance(v, str) for v in pos):
+                raise bad_request("bad_cursor", "the cursor is malformed")
+            after = (pos[0], pos[1], pos[2])
+
+        async def regions() -> set[str]:
+            if p.warehouse is not None:
+                return await self._warehouse_region(p.warehouse)
+            if owner is not None:
+                return await self._owner_regions(owner)
+            return await self._all_regions()
+
+        marks, involved = await self.consistent(p, regions)
+        rows = await self.db.run(_stock_rows, owner, p.warehouse, p.sku, p.limit + 1, after)
+        more = len(rows) > p.limit
+        rows = rows[: p.limit]
+        nxt = None
+        if more:
+            last = rows[-1]
+            nxt = self.cursors.encode("stock", filters, [last.owner, last.warehouse, last.sku])
+        return {"items": rows, "next_cursor": nxt, "freshness": self.freshness(marks, involved)}
+
+    async def _resolved(
+        self, who: Principal, owner: str, warehouse: str, sku: str, p: ConsistencyParams
+    ) -> tuple[dict[str, Mark], set[str]]:
+        if not who.may_see(owner):
+            raise not_found("no such stock key")
+        marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
+        key = await self.db.run(queries.resolve, owner, warehouse, sku) if involved else None
+        if key is None:
+            raise not_found("no such stock key")
+        return marks, involved
+
+    async def lots(
+        self, who: Principal, owner: str, warehouse: str, sku: str, p: ConsistencyParams
+    ) -> dict[str, Any]:
+        marks, involved = await self._resolved(who, owner, warehouse, sku, p)
+        rows = await self.db.run(queries.lots, owner, warehouse, sku)
+        return {"items": rows, "freshness": self.freshness(marks, involved)}
+
+    async def serials(
+        self, who: Principal, owner: str, warehouse: str, sku: str, p: SerialListParams
+    ) -> dict[str, Any]:
+        marks, involved = await self._resolved(who, owner, warehouse, sku, p)
+        status = p.status.value if p.status is not None else None
+        rows = await self.db.run(queries.serials, owner, warehouse, sku, status)
+        return {"items": rows, "freshness": self.freshness(marks, involved)}
+
+    async def serial(
+        self, who: Principal, owner: str, sku: str, serial_no: str, p: ConsistencyParams
+    ) -> dict[str, Any]:
+        if not who.may_see(owner):
+            raise not_found("no such serial")
+        marks, involved = await self.consistent(p, lambda: self._owner_regions(owner))
+        found = await self.db.run(_serial, owner, sku, serial_no) if involved else None
+        if found is None:
+            raise not_found("no such serial")
+        current, history = found
+        return {
+            "owner": owner,
+            "sku": sku,
+            "serial_no": serial_no,
+            "current": current,
+            "history": history,
+            "freshness": self.freshness(marks, involved),
+        }
+
+    async def movements(self, who: Principal, p: MovementParams) -> dict[str, Any]:
+        if p.since is not None and p.until is not None and p.since >= p.until:
+            raise bad_request("invalid_parameter", "since must be before until")
+        owner = p.owner
+        if who.owner is not None:
+            if owner is not None and owner != who.owner:
+                return {"items": [], "next_cursor": None, "freshness": {}}  # as if absent
+            owner = who.owner
+        filters = [
+            owner or "",
+            p.warehouse or "",
+            p.sku or "",
+            _iso(p.since) if p.since else "",
+            _iso(p.until) if p.until else "",
+        ]
+        after: tuple[datetime, str, int] | None = None
+        if p.cursor is not None:
+            after = _movement_position(self.cursors.decode(p.cursor, "movements", filters))
+
+        async def regions() -> set[str]:
+            if p.warehouse is not None:
+                return await self._warehouse_region(p.warehouse)
+            if owner is not None:
+                return await self._owner_regions(owner)
+            return await self._all_regions()
+
+        marks, involved = await self.consistent(p, regions)
+        rows = await self.db.run(
+            _movement_rows, owner, p.warehouse, p.sku, p.since, p.until, p.limit + 1, after
+        )
+        more = len(rows) > p.limit
+        rows = rows[: p.limit]
+        nxt = None
+        if more:
+            last = rows[-1]
+            nxt = self.cursors.encode(
+                "movements", filters, [_iso(last.occurred_at), last.region, last.id]
+            )
+        return {"items": rows, "next_cursor": nxt, "freshness": self.freshness(marks, involved)}
+
+    async def freshness_report(self) -> dict[str, Any]:
+        marks = await self.marks()
+        warehouses = await self.warehouses()
+        now = self.clock()
+        names = sorted(set(self.settings.regions) | set(marks))
+        regions = []
+        for r in names:
+            m = marks.get(r)
+            regions.append(
+                {
+                    "region": r,
+                    "applied_lsn": m.lsn if m else None,
+                    "source_commit_ts": m.commit_ts if m else None,
+                    "heartbeat_ts": m.heartbeat_ts if m else None,
+                    "as_of": m.as_of if m else None,
+                    "lag_ms": m.lag_ms(now) if m else None,
+                    "state": self.state(m, now).value,
+                }
+            )
+        wh = [
+            {
+                "warehouse": code,
+                "region": r,
+                "lag_ms": marks[r].lag_ms(now) if r in marks else None,
+                "state": self.state(marks.get(r), now).value,
+            }
+            for code, r in sorted(warehouses.items())
+        ]
+        return {"regions": regions, "warehouses": wh, "freshness": self.freshness(marks, marks)}
+
+    async def ready(self) -> tuple[bool, str, list[str]]:
+        """Projection reachable and every configured region has a watermark."""
+        marks = await self.marks(fresh=True)
+        missing = [r for r in self.settings.regions if r not in marks]
+        if missing:
+            return False, f"no watermark yet for {', '.join(missing)}", sorted(marks)
+        return True, "projection reachable, watermarks known", sorted(marks)
+
+
+_STOCK_FIELDS = tuple(f.name for f in fields(StockRow))
+
+
+def _as_dict(row: StockRow) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in _STOCK_FIELDS}
+
+
+def _stock_rows(
+    client: Client,
+    owner: str | None,
+    warehouse: str | None,
+    sku: str | None,
+    limit: int,
+    after: tuple[str, str, str] | None,
+) -> list[StockRow]:
+    """Up to `limit` keys after the keyset position `after` = (owner, warehouse, sku),
+    ordered by (owner, warehouse, sku); one owner, or every owner in code order."""
+    out: list[StockRow] = []
+    start = after[0] if after else ""
+    done = ""  # owners already read (codes <= done), when walking every owner
+    while len(out) < limit:
+        if owner is not None:
+            batch = [owner] if not after or owner >= after[0] else []
+        else:
+            batch = [o for o in repository.owner_codes(client, start, _OWNER_BATCH) if o > done]
+        for o in batch:
+            resume = after is not None and o == after[0]
+            need = limit - len(out)
+            if sku is not None:
+                if resume and after is not None and after[2] != sku:
+                    continue
+                aw = after[1] if resume and after is not None else ""
+                out += repository.stock_page_sku(client, o, sku, warehouse, need, aw)
+            else:
+                pos = (after[1], after[2]) if resume and after is not None else None
+                out += queries.stock_page(client, o, warehouse, need, pos)
+            done = o
+            if len(out) >= limit:
+                break
+        if owner is not None or len(batch) == 0:
+            break
+        start = done
+    return out[:limit]
+
+
+def _serial(
+    client: Client, owner: str, sku: str, serial_no: str
+) -> tuple[queries.SerialRow, list[queries.SerialRow]] | None:
+    current = queries.serial_current(client, owner, sku, serial_no)
+    if current is None:
+        return None
+    return current, queries.serial_history(client, owner, sku, serial_no)
+
+
+def _movement_position(pos: list[Any]) -> tuple[datetime, str, int]:
+    try:
+        ts, region, id_ = pos
+        at = datetime.fromisoformat(ts)
+        if not isinstance(region, str) or not isinstance(id_, int) or at.tzinfo is None:
+            raise ValueError
+    except (ValueError, TypeError):
+        raise bad_request("bad_cursor", "the cursor is malformed") from None
+    return at, region, id_
+
+
+def _movement_rows(
+    client: Client,
+    owner: str | None,
+    warehouse: str | None,
+    sku: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    after: tuple[datetime, str, int] | None,
+) -> list[repository.OwnedMovement]:
+    if owner is None:
+        return repository.movements_all_owners(client, warehouse, sku, since, until, limit, after)
+    rows = queries.movements(client, owner, warehouse, sku, since, until, limit, after)
+    return repository.with_owner(owner, rows)
