@@ -101,14 +101,15 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = db is None
-        pool = db or ReadModel.open(settings)
-        app.state.service = QueryService(settings, pool)
+        if own:
+            app.state.service = QueryService(settings, ReadModel.open(settings))
+        service: QueryService = app.state.service
         log.info("api.start", keys=len(keys), clickhouse=settings.clickhouse_dsn.split("?")[0])
         try:
             yield
         finally:
             if own:
-                pool.close()
+                service.db.close()
 
     app = FastAPI(
         title="stockcdc Query API",
@@ -125,6 +126,8 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
     )
     app.state.keys = keys
     app.state.settings = settings
+    if db is not None:
+        app.state.service = QueryService(settings, db)
     errors.install(app)
     app.add_middleware(LatencyMiddleware)
 
@@ -280,4 +283,26 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
             PROJECTION_LSN.labels(region).set(m.lsn)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema without its 422 answers: validation errors are 400 ErrorBody."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                op.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -247,6 +247,12 @@ def api_settings() -> Settings:
 
 
 @pytest.fixture(scope="package")
+def keys() -> dict[str, str]:
+    """Clear-text keys configured in `api_settings` (OMS: the dev demo key)."""
+    return {"oms": OMS_KEY, "SELLER-A": SELLER_A_KEY, "SELLER-B": SELLER_B_KEY, "bi": BI_KEY}
+
+
+@pytest.fixture(scope="package")
 def pool(rm: ReadModelFixture) -> ReadModel:
     """The API's pool: the fixture's client only (chDB; one handle, serialised)."""
     return ReadModel([rm.client])
