@@ -122,6 +122,9 @@ class Projector:
             fetch_max_wait_ms=50,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
+            # A region whose topic appears later (a new region, a fresh connector) is
+            # picked up within seconds, not after the default five minutes.
+            metadata_max_age_ms=5_000,
         )
 
     def run(self) -> None:
