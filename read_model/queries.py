@@ -1,9 +1,25 @@
 """Typed reads for the query API, all with server-side bound parameters (`{name:Type}`),
-never values formatted into SQL. Global codes are resolved to per-region ids first, so
-every figure query reads one owner/SKU range of the read-path copies."""
+never values formatted into SQL.
+
+How a read stays transaction-consistent (decision 4) and fast:
+- The visibility cut is read once per request (`visible_lsns`, one tiny aggregated
+  table) and bound as a parameter into the queries that follow. Everything at or below
+  a watermark was inserted before the watermark row was, so any query started after the
+  cut was read sees all of it; rows of a half-written batch are above every cut.
+- Each query reads the versioned tables directly, restricted by their sorting-key
+  prefix (region, owner_id, sku_id / region, id), and takes per key the latest version by
+  (_commit_lsn, _lsn) among those with `_commit_lsn <= cut`, deleted keys dropped: the
+  `cur_*` rule, applied to a few granules instead of whole tables.
+- Lookups (locations, lots, orders, codes) are by id sets of the rows just read
+  (`id IN (subquery)` is used for primary-key analysis), never JOINs of full views.
+
+`read_model.reference` keeps the first, slow, view-based implementation; tests compare
+the two on randomized data.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -135,56 +151,473 @@ def _rows(client: Client, cls: type[T], sql: str, params: dict[str, Any]) -> lis
     return [cls(*(_utc(r[i]) for i in idx)) for r in result.result_rows]
 
 
-def _query(client: Client, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _query(client: Client, sql: str, params: dict[str, Any], what: str) -> list[tuple[Any, ...]]:
     try:
         return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
     except Exception as exc:  # driver errors have no common base; classify decides
-        raise classify(exc, "id resolution") from exc
+        raise classify(exc, what) from exc
 
 
-def resolve(client: Client, owner: str, warehouse: str, sku: str) -> SkuKey | None:
-    """Global codes → the ids of the warehouse's region; None when any is unknown."""
+# -- SQL building blocks (identifiers only: every value is a bound parameter) ----------
+
+#: The cut of one region, or of the row's region, bound from `visible_lsns`.
+_CUT = "{wm:UInt64}"
+_CUTS = "mapFromArrays({wr:Array(String)}, {wl:Array(UInt64)})[region]"
+
+
+def _cuts(cut: Mapping[str, int]) -> dict[str, list[Any]]:
+    """Bound parameters of a multi-region cut (`_CUTS`); a region not in it sees nothing
+    (the map's default, 0, is below every commit LSN)."""
+    return {"wr": list(cut), "wl": list(cut.values())}
+
+
+def _latest(
+    table: str, cols: tuple[str, ...], keys: tuple[str, ...], where: str, cut: str = _CUT
+) -> str:
+    """A subquery: per key, `cols` of the latest version by (_commit_lsn, _lsn) among
+    those at or below the cut, keys whose latest version is a delete dropped (the rule of
+    the `cur_*` views). `where` must restrict by a sorting-key prefix of `table` so only
+    a few granules are read; it may select more versions than needed (a superset of a
+    key's versions is harmless), never fewer."""
+    k = ", ".join(keys)
+    packed = ", ".join((*cols, "_is_deleted"))
+    unpacked = ", ".join(f"v.{i} AS {c}" for i, c in enumerate(cols, start=1))
+    return (
+        f"(SELECT {k}, {unpacked} FROM (SELECT {k}, argMax(tuple({packed}),"
+        f" (_commit_lsn, _lsn)) AS v FROM {table} WHERE {where} AND _commit_lsn <= {cut}"
+        f" GROUP BY {k}) WHERE v.{len(cols) + 1} = 0)"
+    )
+
+
+# Code resolution over every region (cut per row's region). Owners and warehouses are
+# small tables; SKUs are found by code in the owner's range of `wms_sku_by_code`, then
+# checked against their latest version by id (a code could change; the copy's key
+# keeps every code a SKU ever had).
+_WAREHOUSES = _latest("wms_warehouse", ("code",), ("region", "id"), "1 = 1", _CUTS)
+_OWNER_IDS = (
+    "SELECT region, id FROM "
+    + _latest("wms_owner", ("code",), ("region", "id"), "1 = 1", _CUTS)
+    + " WHERE code = {owner:String}"
+)
+_SKU_IDS = (
+    "SELECT region, owner_id, id FROM "
+    + _latest(
+        "wms_sku",
+        ("owner_id", "sku_code"),
+        ("region", "id"),
+        "(region, id) IN (SELECT region, id FROM wms_sku_by_code"
+        f" WHERE (region, owner_id) IN ({_OWNER_IDS}) AND sku_code = {{sku:String}})",
+        _CUTS,
+    )
+    + f" WHERE sku_code = {{sku:String}} AND (region, owner_id) IN ({_OWNER_IDS})"
+)
+_RESOLVE = (
+    "SELECT w.region, o.id, w.id, s.id FROM"
+    f" (SELECT region, id FROM {_WAREHOUSES} WHERE code = {{warehouse:String}}) AS w"
+    f" INNER JOIN ({_OWNER_IDS}) AS o ON o.region = w.region"
+    f" INNER JOIN ({_SKU_IDS}) AS s ON s.region = w.region AND s.owner_id = o.id"
+    " ORDER BY w.region, w.id LIMIT 1"
+)
+
+
+def _stock_sql(scope: str, lines: str, sku_filter: str, codes: str, tail: str) -> str:
+    """Stock figures (wms/OPERATIONS.md) per (warehouse, sku) of one owner in one region.
+
+    `scope` restricts the by-SKU copies of balance and ledger rows (sorting-key prefix),
+    `lines` the inbound lines (region, sku_id prefix), `sku_filter` which SKUs' inbound
+    lines count; `codes` adds the global-code columns and `tail` filters and orders."""
+    bal = _latest(
+        "wms_inventory_by_sku",
+        ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
+        ("sku_id", "id"),
+        scope,
+    )
+    loc = _latest(
+        "wms_location",
+        ("sellable",),
+        ("id",),
+        "region = {region:String} AND id IN"
+        f" (SELECT location_id FROM wms_inventory_by_sku WHERE {scope})",
+    )
+    lot = _latest(
+        "wms_lot",
+        ("expiry_date",),
+        ("id",),
+        f"region = {{region:String}} AND id IN (SELECT lot_id FROM wms_inventory_by_sku"
+        f" WHERE {scope})",
+    )
+    il = _latest(
+        "wms_inbound_line_by_sku",
+        ("inbound_order_id", "qty_expected", "qty_received"),
+        ("sku_id", "id"),
+        lines,
+    )
+    io = _latest(
+        "wms_inbound_order",
+        ("warehouse_id", "owner_id", "status"),
+        ("id",),
+        "region = {region:String} AND id IN"
+        f" (SELECT inbound_order_id FROM wms_inbound_line_by_sku WHERE {lines})",
+    )
+    txn = _latest(
+        "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"), ("sku_id", "id"), scope
+    )
+    q = "toInt64(b.qty_on_hand)"
+    avail = "b.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
+    status_sums = ", ".join(
+        f"if(b.status = '{s}', {q}, 0) AS {s.lower()}"
+        for s in ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
+    )
+    return (
+        "SELECT f.warehouse_id AS warehouse_id, f.sku_id AS sku_id, " + codes + ","
+        " f.on_hand AS on_hand, f.available AS available, f.allocated AS allocated,"
+        " f.pending_putaway AS pending_putaway, f.qc_hold AS qc_hold, f.frozen AS frozen,"
+        " f.damaged AS damaged, f.returned AS returned, f.expired AS expired,"
+        " f.inbound_expected AS inbound_expected, f.earliest_expiry AS earliest_expiry,"
+        " mv.last_movement_at AS last_movement_at"
+        " FROM (SELECT warehouse_id, sku_id, sum(on_hand) AS on_hand,"
+        " sum(available) AS available, sum(allocated) AS allocated,"
+        " sum(pending_putaway) AS pending_putaway, sum(qc_hold) AS qc_hold,"
+        " sum(frozen) AS frozen, sum(damaged) AS damaged, sum(returned) AS returned,"
+        " sum(expired) AS expired, sum(inbound) AS inbound_expected,"
+        " min(expiry) AS earliest_expiry, max(has_balance) AS any_balance FROM ("
+        f" SELECT b.warehouse_id AS warehouse_id, b.sku_id AS sku_id, {q} AS on_hand,"
+        " toInt64(b.qty_allocated) AS allocated,"
+        f" if({avail}, {q} - b.qty_allocated, 0) AS available, {status_sums},"
+        " toInt64(0) AS inbound,"
+        f" if({avail} AND b.qty_on_hand > b.qty_allocated, t.expiry_date, NULL) AS expiry,"
+        " 1 AS has_balance"
+        f" FROM {bal} AS b LEFT JOIN {loc} AS l ON l.id = b.location_id"
+        f" LEFT JOIN {lot} AS t ON t.id = b.lot_id"
+        " UNION ALL"
+        " SELECT o.warehouse_id, il.sku_id, 0, 0, 0, 0, 0, 0, 0, 0, 0,"
+        " sum(greatest(toInt64(il.qty_expected) - il.qty_received, 0)),"
+        " CAST(NULL, 'Nullable(Date32)'), 0"
+        f" FROM {il} AS il INNER JOIN (SELECT id, warehouse_id FROM {io}"
+        " WHERE owner_id = {owner_id:Int64}"
+        " AND status IN ('CREATED', 'IN_TRANSIT', 'ARRIVED', 'RECEIVING')) AS o"
+        f" ON o.id = il.inbound_order_id WHERE {sku_filter}"
+        " GROUP BY o.warehouse_id, il.sku_id"
+        ") GROUP BY warehouse_id, sku_id HAVING any_balance = 1 OR inbound_expected > 0) AS f"
+        " LEFT JOIN (SELECT warehouse_id, sku_id, max(occurred_at) AS last_movement_at"
+        f" FROM {txn} GROUP BY warehouse_id, sku_id) AS mv"
+        " ON mv.warehouse_id = f.warehouse_id AND mv.sku_id = f.sku_id"
+        f"{tail} SETTINGS join_use_nulls = 1"
+    )
+
+
+_ONE_SKU = "region = {region:String} AND owner_id = {owner_id:Int64} AND sku_id = {sku_id:Int64}"
+_ONE_SKU_LINES = "region = {region:String} AND sku_id = {sku_id:Int64}"
+_OWNER = "region = {region:String} AND owner_id = {owner_id:Int64}"
+# The owner's SKUs as of the cut (the page needs their codes; inbound lines count only
+# for them, as in the reference view).
+_OWNER_SKUS = _latest("wms_sku_by_code", ("sku_code",), ("id",), _OWNER)
+_OWNER_LINES = (
+    "region = {region:String} AND sku_id IN (SELECT id FROM wms_sku_by_code"
+    " WHERE region = {region:String} AND owner_id = {owner_id:Int64})"
+)
+
+_STOCK_ONE = _stock_sql(
+    _ONE_SKU,
+    _ONE_SKU_LINES,
+    "1 = 1",  # the SKU was resolved (as of the same cut) to be the owner's
+    "{owner:String} AS owner, {warehouse:String} AS warehouse, {sku:String} AS sku",
+    " WHERE f.warehouse_id = {warehouse_id:Int64}",
+)
+_STOCK_PAGE = _stock_sql(
+    _OWNER,
+    _OWNER_LINES,
+    f"il.sku_id IN (SELECT id FROM {_OWNER_SKUS})",
+    "{owner:String} AS owner, wh.code AS warehouse, sk.sku_code AS sku",
+    " LEFT JOIN (SELECT id, code FROM "
+    + _latest("wms_warehouse", ("code",), ("id",), "region = {region:String}")
+    + ") AS wh ON wh.id = f.warehouse_id"
+    f" LEFT JOIN {_OWNER_SKUS} AS sk ON sk.id = f.sku_id"
+    " WHERE ({warehouse:String} = '' OR warehouse = {warehouse:String})"
+    " AND (warehouse, sku) > ({aw:String}, {asku:String})"
+    " ORDER BY warehouse, sku LIMIT {limit:UInt32}",
+)
+
+_LOTS = (
+    "SELECT b.lot_id AS lot_id, any(t.lot_no) AS lot_no,"
+    " any(t.production_date) AS production_date, any(t.expiry_date) AS expiry_date,"
+    " any(t.first_received_at) AS first_received_at,"
+    " sum(toInt64(b.qty_on_hand)) AS on_hand,"
+    " sum(if(b.status = 'AVAILABLE' AND coalesce(l.sellable, false),"
+    " toInt64(b.qty_on_hand) - b.qty_allocated, 0)) AS available,"
+    " sum(toInt64(b.qty_allocated)) AS allocated, "
+    + ", ".join(
+        f"sum(if(b.status = '{s}', toInt64(b.qty_on_hand), 0)) AS {s.lower()}"
+        for s in ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
+    )
+    + " FROM "
+    + _latest(
+        "wms_inventory_by_sku",
+        ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
+        ("id",),
+        _ONE_SKU,
+    )
+    + " AS b LEFT JOIN "
+    + _latest(
+        "wms_location",
+        ("sellable",),
+        ("id",),
+        "region = {region:String} AND id IN"
+        f" (SELECT location_id FROM wms_inventory_by_sku WHERE {_ONE_SKU})",
+    )
+    + " AS l ON l.id = b.location_id LEFT JOIN "
+    + _latest(
+        "wms_lot",
+        ("lot_no", "production_date", "expiry_date", "first_received_at"),
+        ("id",),
+        f"region = {{region:String}} AND id IN (SELECT lot_id FROM wms_inventory_by_sku"
+        f" WHERE {_ONE_SKU})",
+    )
+    + " AS t ON t.id = b.lot_id"
+    " WHERE b.warehouse_id = {warehouse_id:Int64} AND b.lot_id IS NOT NULL"
+    " GROUP BY b.lot_id"
+    " ORDER BY expiry_date ASC NULLS LAST, first_received_at ASC NULLS LAST, lot_no"
+    " SETTINGS join_use_nulls = 1"
+)
+
+
+def _serial_sql(versions: str, scope: str, where: str, tail: str) -> str:
+    """Serial rows (`versions`: a subquery over `wms_serial_number_by_sku` restricted by
+    `scope`) with the global codes of their warehouse, location, lot and order; cut per
+    row's region."""
+
+    def ids(col: str) -> str:
+        return f"SELECT region, {col} FROM wms_serial_number_by_sku WHERE {scope}"
+
+    ol_ids = ids("outbound_line_id")
+    return (
+        "SELECT s.region AS region, s.serial_no AS serial_no, s.status AS status,"
+        " w.code AS warehouse, l.code AS location, lt.lot_no AS lot_no,"
+        " s.received_at AS received_at, s.shipped_at AS shipped_at,"
+        " s.updated_at AS updated_at, oo.order_no AS order_no, oo.tracking_no AS tracking_no"
+        f" FROM {versions} AS s"
+        f" LEFT JOIN {_WAREHOUSES} AS w ON w.region = s.region AND w.id = s.warehouse_id"
+        " LEFT JOIN "
+        + _latest(
+            "wms_location",
+            ("code",),
+            ("region", "id"),
+            f"(region, id) IN ({ids('location_id')})",
+            _CUTS,
+        )
+        + " AS l ON l.region = s.region AND l.id = s.location_id LEFT JOIN "
+        + _latest(
+            "wms_lot",
+            ("lot_no",),
+            ("region", "id"),
+            f"(region, id) IN ({ids('lot_id')})",
+            _CUTS,
+        )
+        + " AS lt ON lt.region = s.region AND lt.id = s.lot_id LEFT JOIN "
+        + _latest(
+            "wms_outbound_line",
+            ("outbound_order_id",),
+            ("region", "id"),
+            f"(region, id) IN ({ol_ids})",
+            _CUTS,
+        )
+        + " AS ol ON ol.region = s.region AND ol.id = s.outbound_line_id LEFT JOIN "
+        + _latest(
+            "wms_outbound_order",
+            ("order_no", "tracking_no"),
+            ("region", "id"),
+            "(region, id) IN (SELECT region, outbound_order_id FROM wms_outbound_line"
+            f" WHERE (region, id) IN ({ol_ids}))",
+            _CUTS,
+        )
+        + " AS oo ON oo.region = s.region AND oo.id = ol.outbound_order_id"
+        f" WHERE {where}{tail} SETTINGS join_use_nulls = 1"
+    )
+
+
+_SERIAL_FIELDS = (
+    "serial_no", "owner_id", "lot_id", "warehouse_id", "location_id", "status",
+    "outbound_line_id", "received_at", "shipped_at", "updated_at",
+)  # fmt: skip
+
+# One key's serials: the SKU's range of the by-SKU copy in the warehouse's region.
+_SERIALS_SCOPE = "region = {region:String} AND sku_id = {sku_id:Int64}"
+_SERIALS = _serial_sql(
+    _latest("wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIALS_SCOPE, _CUTS),
+    _SERIALS_SCOPE,
+    "s.owner_id = {owner_id:Int64} AND s.warehouse_id = {warehouse_id:Int64}"
+    " AND ({status:String} = '' OR s.status = {status:String})",
+    " ORDER BY s.serial_no",
+)
+
+# One serial in every region: (region, sku_id, serial_no) is the copy's key prefix.
+_SERIAL_SCOPE = (
+    f"(region, sku_id) IN (SELECT region, id FROM ({_SKU_IDS})) AND serial_no = {{serial:String}}"
+)
+_SERIAL_OWNER = f"(s.region, s.owner_id) IN ({_OWNER_IDS})"
+_SERIAL_CURRENT = _serial_sql(
+    _latest("wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIAL_SCOPE, _CUTS),
+    _SERIAL_SCOPE,
+    _SERIAL_OWNER,
+    " ORDER BY s.status != 'SHIPPED' DESC, s.updated_at DESC LIMIT 1",
+)
+# Every committed version (one per transaction that changed the row: the copy's sorting
+# key ends with _commit_lsn, so this is what FINAL would keep), deletes left out.
+_SERIAL_VERSIONS = (
+    "(SELECT region, id, "
+    + ", ".join(f"v.{i} AS {c}" for i, c in enumerate(_SERIAL_FIELDS, start=1))
+    + " FROM (SELECT region, id, _commit_lsn, argMax(tuple("
+    + ", ".join((*_SERIAL_FIELDS, "_is_deleted"))
+    + f"), _lsn) AS v FROM wms_serial_number_by_sku WHERE {_SERIAL_SCOPE}"
+    f" AND _commit_lsn <= {_CUTS} GROUP BY region, id, _commit_lsn)"
+    f" WHERE v.{len(_SERIAL_FIELDS) + 1} = 0)"
+)
+_SERIAL_HISTORY = _serial_sql(
+    _SERIAL_VERSIONS, _SERIAL_SCOPE, _SERIAL_OWNER, " ORDER BY s.updated_at, s.region"
+)
+
+# Ledger rows: first the page's (region, id)s from the few columns that order and filter
+# (latest version of each, in the owner's or owner/SKU's range), then their full rows.
+_TXN_FIELDS = (
+    "occurred_at", "txn_type", "warehouse_id", "sku_id", "lot_id", "from_location_id",
+    "to_location_id", "from_status", "to_status", "qty", "d_on_hand", "d_allocated",
+    "ref_type", "ref_no",
+)  # fmt: skip
+
+
+def _movements_sql(scope: str) -> str:
+    page = (
+        "SELECT region, id FROM "
+        + _latest(
+            "wms_inventory_txn_by_sku",
+            ("occurred_at", "warehouse_id", "sku_id"),
+            ("region", "id"),
+            scope,
+            _CUTS,
+        )
+        + " WHERE occurred_at >= {lo:DateTime64(6, 'UTC')}"
+        " AND occurred_at < {hi:DateTime64(6, 'UTC')}"
+        " AND (occurred_at, region, id) > ({at:DateTime64(6, 'UTC')}, {ar:String}, {aid:Int64})"
+        # the rows the reference's INNER JOINs keep: warehouse and SKU known as of the cut
+        f" AND (region, warehouse_id) IN (SELECT region, id FROM {_WAREHOUSES}"
+        " WHERE {warehouse:String} = '' OR code = {warehouse:String})"
+        " AND (region, sku_id) IN (SELECT region, id FROM "
+        + _latest(
+            "wms_sku",
+            ("owner_id", "sku_code"),
+            ("region", "id"),
+            f"(region, id) IN (SELECT region, sku_id FROM wms_inventory_txn_by_sku WHERE {scope})",
+            _CUTS,
+        )
+        + " WHERE {sku:String} = '' OR sku_code = {sku:String})"
+        " ORDER BY occurred_at, region, id LIMIT {limit:UInt32}"
+    )
+    rows = _latest(
+        "wms_inventory_txn_by_sku",
+        _TXN_FIELDS,
+        ("region", "id"),
+        f"{scope} AND (region, id) IN ({page})",
+        _CUTS,
+    )
+    locs = (
+        "(region, id) IN (SELECT region, from_location_id FROM wms_inventory_txn_by_sku"
+        f" WHERE {scope}) OR (region, id) IN (SELECT region, to_location_id"
+        f" FROM wms_inventory_txn_by_sku WHERE {scope})"
+    )
+    return (
+        "SELECT t.region AS region, t.id AS id, t.occurred_at AS occurred_at,"
+        " t.txn_type AS txn_type, w.code AS warehouse, k.sku_code AS sku, lt.lot_no AS lot_no,"
+        " fl.code AS from_location, tl.code AS to_location, t.from_status AS from_status,"
+        " t.to_status AS to_status, t.qty AS qty, t.d_on_hand AS d_on_hand,"
+        " t.d_allocated AS d_allocated, t.ref_type AS ref_type, t.ref_no AS ref_no"
+        f" FROM {rows} AS t"
+        f" INNER JOIN {_WAREHOUSES} AS w ON w.region = t.region AND w.id = t.warehouse_id"
+        " INNER JOIN "
+        + _latest(
+            "wms_sku",
+            ("sku_code",),
+            ("region", "id"),
+            f"(region, id) IN (SELECT region, sku_id FROM wms_inventory_txn_by_sku WHERE {scope})",
+            _CUTS,
+        )
+        + " AS k ON k.region = t.region AND k.id = t.sku_id LEFT JOIN "
+        + _latest(
+            "wms_lot",
+            ("lot_no",),
+            ("region", "id"),
+            f"(region, id) IN (SELECT region, lot_id FROM wms_inventory_txn_by_sku WHERE {scope})",
+            _CUTS,
+        )
+        + " AS lt ON lt.region = t.region AND lt.id = t.lot_id LEFT JOIN "
+        + _latest("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
+        + " AS fl ON fl.region = t.region AND fl.id = t.from_location_id LEFT JOIN "
+        + _latest("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
+        + " AS tl ON tl.region = t.region AND tl.id = t.to_location_id"
+        " ORDER BY t.occurred_at, t.region, t.id SETTINGS join_use_nulls = 1"
+    )
+
+
+_MOVEMENTS_OWNER = _movements_sql(f"(region, owner_id) IN ({_OWNER_IDS})")
+_MOVEMENTS_SKU = _movements_sql(
+    f"(region, owner_id, sku_id) IN (SELECT region, owner_id, id FROM ({_SKU_IDS}))"
+)
+
+
+# -- public reads ----------------------------------------------------------------------
+
+
+def visible_lsns(client: Client) -> dict[str, int]:
+    """The visibility cut of every region: the highest applied commit LSN (max wins, so a
+    replayed older watermark never lowers it). Read once per request, before any data,
+    and pass it to the queries of that request."""
     rows = _query(
         client,
-        "SELECT w.region, o.id, w.id, s.id FROM cur_warehouse AS w"
-        " INNER JOIN (SELECT region, id FROM cur_owner WHERE code = {owner:String}) AS o"
-        " ON o.region = w.region"
-        " INNER JOIN (SELECT region, owner_id, id FROM cur_sku_by_code"
-        "  WHERE sku_code = {sku:String}) AS s ON s.region = w.region AND s.owner_id = o.id"
-        " WHERE w.code = {warehouse:String} LIMIT 1",
-        {"owner": owner, "warehouse": warehouse, "sku": sku},
+        "SELECT region, max(applied_commit_lsn) FROM _watermark_max GROUP BY region",
+        {},
+        "watermark",
     )
+    return {str(r): int(lsn) for r, lsn in rows}
+
+
+def resolve(
+    client: Client, owner: str, warehouse: str, sku: str, cut: dict[str, int] | None = None
+) -> SkuKey | None:
+    """Global codes → the ids of the warehouse's region as of `cut` (default: read now);
+    None when any is unknown."""
+    wm = visible_lsns(client) if cut is None else cut
+    rows = _query(
+        client, _RESOLVE, {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(wm)},
+        "id resolution",
+    )  # fmt: skip
     return SkuKey(*rows[0]) if rows else None
 
 
-def owner_ids(client: Client, owner: str) -> dict[str, int]:
-    """The owner's id in every region where it exists."""
-    rows = _query(
-        client, "SELECT region, id FROM cur_owner WHERE code = {owner:String}", {"owner": owner}
-    )
+def owner_ids(client: Client, owner: str, cut: dict[str, int] | None = None) -> dict[str, int]:
+    """The owner's id in every region where it exists (as of `cut`, default: now)."""
+    wm = visible_lsns(client) if cut is None else cut
+    rows = _query(client, _OWNER_IDS, {"owner": owner, **_cuts(wm)}, "id resolution")
     return {str(r): int(i) for r, i in rows}
-
-
-_STOCK = (
-    "SELECT * FROM stock_p(region = {region:String}, owner_id = {owner_id:Int64},"
-    " sku_id = {sku_id:Int64})"
-)
 
 
 def stock_one(client: Client, owner: str, warehouse: str, sku: str) -> StockRow | None:
     """Figures of one key; None when absent (no balance rows and nothing inbound)."""
-    key = resolve(client, owner, warehouse, sku)
+    cut = visible_lsns(client)
+    key = resolve(client, owner, warehouse, sku, cut)
     if key is None:
         return None
     rows = _rows(
         client,
         StockRow,
-        _STOCK + " WHERE warehouse_id = {warehouse_id:Int64}",
+        _STOCK_ONE,
         {
             "region": key.region,
             "owner_id": key.owner_id,
             "sku_id": key.sku_id,
             "warehouse_id": key.warehouse_id,
+            "owner": owner,
+            "warehouse": warehouse,
+            "sku": sku,
+            "wm": cut.get(key.region, 0),
         },
     )
     return rows[0] if rows else None
@@ -199,23 +632,23 @@ def stock_page(
 ) -> list[StockRow]:
     """An owner's keys ordered by (warehouse, sku), `limit` of them after the cursor
     `after` = (warehouse, sku) of the previous page's last row."""
+    cut = visible_lsns(client)
     out: list[StockRow] = []
     aw, asku = after or ("", "")
-    for region, oid in sorted(owner_ids(client, owner).items()):
+    for region, oid in sorted(owner_ids(client, owner, cut).items()):
         out += _rows(
             client,
             StockRow,
-            _STOCK + " WHERE ({warehouse:String} = '' OR warehouse = {warehouse:String})"
-            " AND (warehouse, sku) > ({aw:String}, {asku:String})"
-            " ORDER BY warehouse, sku LIMIT {limit:UInt32}",
+            _STOCK_PAGE,
             {
                 "region": region,
                 "owner_id": oid,
-                "sku_id": 0,
+                "owner": owner,
                 "warehouse": warehouse or "",
                 "aw": aw,
                 "asku": asku,
                 "limit": limit,
+                "wm": cut.get(region, 0),
             },
         )
     out.sort(key=lambda r: (r.warehouse, r.sku))
@@ -224,57 +657,44 @@ def stock_page(
 
 def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:
     """Per-lot figures of one key in FEFO order (expiry, no-expiry last, first receipt)."""
-    key = resolve(client, owner, warehouse, sku)
+    cut = visible_lsns(client)
+    key = resolve(client, owner, warehouse, sku, cut)
     if key is None:
         return []
     return _rows(
         client,
         LotRow,
-        "SELECT * FROM stock_lots_p(region = {region:String}, owner_id = {owner_id:Int64},"
-        " sku_id = {sku_id:Int64}) WHERE warehouse_id = {warehouse_id:Int64}",
+        _LOTS,
         {
             "region": key.region,
             "owner_id": key.owner_id,
             "sku_id": key.sku_id,
             "warehouse_id": key.warehouse_id,
+            "wm": cut.get(key.region, 0),
         },
     )
-
-
-_SERIAL_COLUMNS = (
-    "SELECT s.region AS region, s.serial_no AS serial_no, s.status AS status,"
-    " w.code AS warehouse, l.code AS location, lt.lot_no AS lot_no,"
-    " s.received_at AS received_at, s.shipped_at AS shipped_at, s.updated_at AS updated_at,"
-    " oo.order_no AS order_no, oo.tracking_no AS tracking_no"
-)
-_SERIAL_JOINS = (
-    " INNER JOIN (SELECT region, id FROM cur_owner WHERE code = {owner:String}) AS o"
-    " ON o.region = s.region AND o.id = s.owner_id"
-    " INNER JOIN (SELECT region, id FROM cur_sku_by_code WHERE sku_code = {sku:String}) AS k"
-    " ON k.region = s.region AND k.id = s.sku_id"
-    " LEFT JOIN cur_warehouse AS w ON w.region = s.region AND w.id = s.warehouse_id"
-    " LEFT JOIN cur_location AS l ON l.region = s.region AND l.id = s.location_id"
-    " LEFT JOIN cur_lot AS lt ON lt.region = s.region AND lt.id = s.lot_id"
-    " LEFT JOIN cur_outbound_line AS ol ON ol.region = s.region AND ol.id = s.outbound_line_id"
-    " LEFT JOIN cur_outbound_order AS oo"
-    " ON oo.region = s.region AND oo.id = ol.outbound_order_id"
-)
 
 
 def serials(
     client: Client, owner: str, warehouse: str, sku: str, status: str | None = None
 ) -> list[SerialRow]:
     """Serials of one key currently at the warehouse (optionally of one status)."""
+    cut = visible_lsns(client)
+    key = resolve(client, owner, warehouse, sku, cut)
+    if key is None:
+        return []
     return _rows(
         client,
         SerialRow,
-        _SERIAL_COLUMNS
-        + " FROM cur_serial_number_by_sku AS s"
-        + _SERIAL_JOINS
-        + " WHERE w.code = {warehouse:String}"
-        " AND ({status:String} = '' OR s.status = {status:String})"
-        " ORDER BY s.serial_no SETTINGS join_use_nulls = 1",
-        {"owner": owner, "sku": sku, "warehouse": warehouse, "status": status or ""},
+        _SERIALS,
+        {
+            "region": key.region,
+            "owner_id": key.owner_id,
+            "sku_id": key.sku_id,
+            "warehouse_id": key.warehouse_id,
+            "status": status or "",
+            **_cuts(cut),
+        },
     )
 
 
@@ -284,13 +704,8 @@ def serial_current(client: Client, owner: str, sku: str, serial_no: str) -> Seri
     rows = _rows(
         client,
         SerialRow,
-        _SERIAL_COLUMNS
-        + " FROM cur_serial_number_by_sku AS s"
-        + _SERIAL_JOINS
-        + " WHERE s.serial_no = {serial:String}"
-        " ORDER BY s.status != 'SHIPPED' DESC, s.updated_at DESC LIMIT 1"
-        " SETTINGS join_use_nulls = 1",
-        {"owner": owner, "sku": sku, "serial": serial_no},
+        _SERIAL_CURRENT,
+        {"owner": owner, "sku": sku, "serial": serial_no, **_cuts(visible_lsns(client))},
     )
     return rows[0] if rows else None
 
@@ -300,13 +715,8 @@ def serial_history(client: Client, owner: str, sku: str, serial_no: str) -> list
     return _rows(
         client,
         SerialRow,
-        _SERIAL_COLUMNS + " FROM (SELECT * FROM wms_serial_number_by_sku FINAL"
-        " WHERE serial_no = {serial:String} AND _is_deleted = 0"
-        " AND _commit_lsn <= (SELECT CAST((groupArray(region), groupArray(lsn)),"
-        " 'Map(String, UInt64)') FROM _watermark_lsn)[region]) AS s"
-        + _SERIAL_JOINS
-        + " ORDER BY s.updated_at, s.region SETTINGS join_use_nulls = 1",
-        {"owner": owner, "sku": sku, "serial": serial_no},
+        _SERIAL_HISTORY,
+        {"owner": owner, "sku": sku, "serial": serial_no, **_cuts(visible_lsns(client))},
     )
 
 
@@ -328,28 +738,7 @@ def movements(
     return _rows(
         client,
         MovementRow,
-        "SELECT t.region AS region, t.id AS id, t.occurred_at AS occurred_at,"
-        " t.txn_type AS txn_type, w.code AS warehouse, k.sku_code AS sku, lt.lot_no AS lot_no,"
-        " fl.code AS from_location, tl.code AS to_location, t.from_status AS from_status,"
-        " t.to_status AS to_status, t.qty AS qty, t.d_on_hand AS d_on_hand,"
-        " t.d_allocated AS d_allocated, t.ref_type AS ref_type, t.ref_no AS ref_no"
-        " FROM cur_inventory_txn_by_sku AS t"
-        " INNER JOIN (SELECT region, id FROM cur_owner WHERE code = {owner:String}) AS o"
-        " ON o.region = t.region AND o.id = t.owner_id"
-        " INNER JOIN (SELECT region, owner_id, id, sku_code FROM cur_sku_by_code"
-        "  WHERE {sku:String} = '' OR sku_code = {sku:String}) AS k"
-        " ON k.region = t.region AND k.id = t.sku_id"
-        " INNER JOIN cur_warehouse AS w ON w.region = t.region AND w.id = t.warehouse_id"
-        " LEFT JOIN cur_lot AS lt ON lt.region = t.region AND lt.id = t.lot_id"
-        " LEFT JOIN cur_location AS fl ON fl.region = t.region AND fl.id = t.from_location_id"
-        " LEFT JOIN cur_location AS tl ON tl.region = t.region AND tl.id = t.to_location_id"
-        " WHERE ({warehouse:String} = '' OR w.code = {warehouse:String})"
-        " AND t.occurred_at >= {lo:DateTime64(6, 'UTC')}"
-        " AND t.occurred_at < {hi:DateTime64(6, 'UTC')}"
-        " AND (t.occurred_at, t.region, t.id)"
-        " > ({at:DateTime64(6, 'UTC')}, {ar:String}, {aid:Int64})"
-        " ORDER BY t.occurred_at, t.region, t.id LIMIT {limit:UInt32}"
-        " SETTINGS join_use_nulls = 1",
+        _MOVEMENTS_SKU if sku else _MOVEMENTS_OWNER,
         {
             "owner": owner,
             "sku": sku or "",
@@ -360,6 +749,7 @@ def movements(
             "ar": ar,
             "aid": aid,
             "limit": limit,
+            **_cuts(visible_lsns(client)),
         },
     )
 
