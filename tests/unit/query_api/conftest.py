@@ -1,8 +1,9 @@
 """A chDB read model built from hand-made transactions through ProjectionWriter, and the
 API over it (in-process ASGI, and a live uvicorn for the client tests).
 
-chDB allows one on-disk path per process: the fixture is package-scoped and closes its
-client before other packages (read_model's session fixture) open theirs.
+chDB allows one on-disk path per process: the read model is session-scoped (built once)
+and its client is closed after the last test of this directory (`pytest_runtest_teardown`
+below), before other directories (read_model's session fixture) open their own path.
 
 The data set (figures computed by hand in test_query_api_endpoints.py):
 
@@ -204,6 +205,17 @@ def build_north(t: Tx) -> None:
     t.commit(inv(1, 1, 1, 1, 1, None, "AVAILABLE", 3))
 
 
+_HERE = Path(__file__).parent
+_OPEN: list[Client] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Leaving this directory: close the chDB client so the next one may open its path."""
+    if nextitem is None or Path(nextitem.path).parent != _HERE:
+        while _OPEN:
+            _OPEN.pop().close()
+
+
 class ReadModelFixture:
     """The chDB read model of this package and the writers of its regions."""
 
@@ -213,8 +225,8 @@ class ReadModelFixture:
         self.tx = {r: Tx(r, writer) for r in (EAST, WEST, NORTH)}
 
 
-@pytest.fixture(scope="package")
-def rm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadModelFixture]:
+@pytest.fixture(scope="session")
+def rm(tmp_path_factory: pytest.TempPathFactory) -> ReadModelFixture:
     path: Path = tmp_path_factory.mktemp("chdb-query-api")
     client = make_client(Settings(), f"chdb://{path}")
     migrate(client)
@@ -224,11 +236,11 @@ def rm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadModelFixture]:
     build_north(data.tx[NORTH])
     data.tx[EAST].heartbeat()
     data.tx[WEST].heartbeat()
-    yield data
-    client.close()
+    _OPEN.append(client)
+    return data
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def api_settings() -> Settings:
     return Settings(
         regions=(EAST, WEST, NORTH),
@@ -246,19 +258,19 @@ def api_settings() -> Settings:
     )
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def keys() -> dict[str, str]:
     """Clear-text keys configured in `api_settings` (OMS: the dev demo key)."""
     return {"oms": OMS_KEY, "SELLER-A": SELLER_A_KEY, "SELLER-B": SELLER_B_KEY, "bi": BI_KEY}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def pool(rm: ReadModelFixture) -> ReadModel:
     """The API's pool: the fixture's client only (chDB; one handle, serialised)."""
     return ReadModel([rm.client])
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def api(api_settings: Settings, pool: ReadModel) -> Iterator[TestClient]:
     """The app in process (its lifespan run), OMS demo key by default."""
     with TestClient(create_app(api_settings, pool), headers=auth(OMS_KEY)) as c:
@@ -269,7 +281,7 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def live_url(api_settings: Settings, pool: ReadModel) -> Iterator[str]:
     """The API under a real uvicorn on a free local port, in a thread."""
     with socket.socket() as s:
@@ -288,3 +300,32 @@ def live_url(api_settings: Settings, pool: ReadModel) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+class PageRegion:
+    """A region with one owner (SELLER-P, warehouse WH-P1) whose SKUs a test adds and
+    removes (each SKU one balance row of 1 unit) between reading pages."""
+
+    def __init__(self, t: Tx) -> None:
+        self.t = t
+        self.ids: dict[str, int] = {}
+        t.commit(
+            ("warehouse", "c", {"id": 1, "code": "WH-P1"}),
+            ("owner", "c", {"id": 1, "code": "SELLER-P"}),
+            ("location", "c", {"id": 1, "warehouse_id": 1, "code": "P-LOC", "sellable": True}),
+        )
+
+    def change(self, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> None:
+        """One transaction: new SKUs with stock, and balance rows of others deleted."""
+        changes: list[Any] = []
+        for code in add:
+            i = self.ids[code] = len(self.ids) + 1
+            changes.append(("sku", "c", {"id": i, "owner_id": 1, "sku_code": code}))
+            changes.append(inv(i, 1, 1, 1, i, None, "AVAILABLE", 1))
+        changes += [("inventory", "d", {"id": self.ids[code]}) for code in remove]
+        self.t.commit(*changes)
+
+
+@pytest.fixture
+def page_region(rm: ReadModelFixture) -> PageRegion:
+    return PageRegion(Tx("qa-page", ProjectionWriter(rm.client)))
