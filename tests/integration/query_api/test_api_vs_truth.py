@@ -1,0 +1,198 @@
+"""The Query API on the real chain: seeded regional WMS databases, a short concurrent
+workload, the projector into embedded chDB, then every endpoint compared with the
+simulator's oracle (truth read from the WMS databases); and `max_staleness_ms`
+answering 503 while a region's connector is stopped (restarted afterwards)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from clickhouse_connect.driver.client import Client
+from fastapi.testclient import TestClient
+
+from cdc_consumers.projector import Projector
+from infra.connect import ConnectClient
+from query_api.app import create_app
+from query_api.auth import DEMO_KEYS
+from query_api.service import ReadModel
+from read_model.client import make_client
+from read_model.migrate import migrate
+from read_model.writer import ProjectionWriter
+from simulator.oracle import Truth, read_truth
+from simulator.seed import parse_size, seed_region
+from simulator.workload import run as run_workload
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CATCH_UP_TIMEOUT_S = 180
+_QTY = ("on_hand", "available", "allocated", "pending_putaway", "qc_hold", "frozen",
+        "damaged", "returned", "expired")  # fmt: skip
+
+
+@dataclass
+class Live:
+    pipeline: Any
+    client: Client
+    projector: Projector
+    thread: threading.Thread
+    api: TestClient
+
+
+@pytest.fixture(scope="module")
+def live(pipeline: Any) -> Iterator[Live]:
+    s = pipeline.settings
+    for region in pipeline.regions:
+        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
+            seed_region(conn, region, seed=21, size=parse_size("150"))
+    pipeline.start_capture()
+    client = make_client(s)
+    migrate(client, s.clickhouse_cluster)
+    projector = Projector(s, ProjectionWriter(client))
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    run_workload(s, pipeline.regions, workers=3, count=150, seed=7)
+    api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 5000})
+    app = create_app(api_settings, ReadModel([client]))
+    with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
+        state = Live(pipeline, client, projector, thread, api)
+        wait_caught_up(state)
+        yield state
+    projector.stop.set()
+    thread.join(timeout=60)
+    client.close()
+
+
+def wait_caught_up(live: Live) -> None:
+    """A marker owner committed last in every region; visible only once everything
+    before it in its region is (commit order)."""
+    s = live.pipeline.settings
+    markers = {}
+    for region in live.pipeline.regions:
+        code = f"SYNC-{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
+            conn.execute("INSERT INTO owner (code, name) VALUES (%s, 'sync marker')", (code,))
+        markers[region.name] = code
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    for region, code in markers.items():
+        while not live.client.query(
+            "SELECT count() FROM cur_owner WHERE region = {r:String} AND code = {c:String}",
+            parameters={"r": region, "c": code},
+        ).result_rows[0][0]:
+            assert live.thread.is_alive(), "projector died"
+            assert time.monotonic() < deadline, f"{region} not caught up"
+            time.sleep(0.2)
+
+
+def pages(api: TestClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        q = {**params, "limit": 500, **({"cursor": cursor} if cursor else {})}
+        r = api.get(path, params=q)
+        assert r.status_code == 200, r.text
+        out += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return out
+
+
+def iso(v: Any) -> Any:
+    return None if v is None else v.isoformat().replace("+00:00", "Z")
+
+
+def test_every_endpoint_equals_the_oracle(live: Live) -> None:
+    truth: Truth = read_truth(live.pipeline.settings, live.pipeline.regions)
+    assert len(truth.stock) > 30
+    api = live.api
+
+    got = {(i["owner"], i["warehouse"], i["sku"]): i for i in pages(api, "/v1/stock")}
+    assert set(got) == {tuple(k) for k in truth.stock}
+    for key, fig in truth.stock.items():
+        item = got[(key.owner, key.warehouse, key.sku)]
+        for f in (*_QTY, "inbound_expected"):
+            assert item[f] == getattr(fig, f), (key, f)
+        assert item["earliest_expiry"] == (
+            fig.earliest_expiry.isoformat() if fig.earliest_expiry else None
+        ), key
+        assert (item["last_movement_at"] is None) == (fig.last_movement_at is None), key
+
+    sample = list(truth.stock.items())[:: max(1, len(truth.stock) // 25)]
+    for key, fig in sample:
+        one = api.get(f"/v1/stock/{key.owner}/{key.warehouse}/{key.sku}").json()
+        assert {f: one[f] for f in _QTY} == {f: getattr(fig, f) for f in _QTY}, key
+        assert set(one["freshness"]) == {fig.region}
+
+    for key, lots in list(truth.lots.items())[:: max(1, len(truth.lots) // 25)]:
+        r = api.get(f"/v1/stock/{key.owner}/{key.warehouse}/{key.sku}/lots").json()["items"]
+        assert [x["lot_no"] for x in r] == [lot.lot_no for lot in lots], key
+        for x, lot in zip(r, lots, strict=True):
+            assert {f: x[f] for f in _QTY} == {f: getattr(lot, f) for f in _QTY}, key
+
+    for skey, state in list(truth.serials.items())[:: max(1, len(truth.serials) // 30)]:
+        body = api.get(f"/v1/serials/{skey.owner}/{skey.sku}/{skey.serial_no}").json()
+        cur = body["current"]
+        assert (cur["status"], cur["region"], cur["warehouse"], cur["location"]) == (
+            state.status, state.region, state.warehouse, state.location,
+        ), skey  # fmt: skip
+        assert {h["region"] for h in body["history"]} == set(state.regions), skey
+        if state.location is not None and state.status != "SHIPPED":
+            at_wh = api.get(
+                f"/v1/stock/{skey.owner}/{state.warehouse}/{skey.sku}/serials",
+                params={"status": state.status},
+            ).json()["items"]
+            assert skey.serial_no in {s["serial_no"] for s in at_wh}, skey
+
+    owners = sorted({k.owner for k in truth.ledger})[:5]
+    for owner in owners:
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for m in pages(api, "/v1/movements", owner=owner):
+            s = sums.setdefault((owner, m["warehouse"], m["sku"]), [0, 0, 0])
+            s[0] += m["d_on_hand"]
+            s[1] += m["d_allocated"]
+            s[2] += 1
+        want = {tuple(k): [v.d_on_hand, v.d_allocated, v.rows]
+                for k, v in truth.ledger.items() if k.owner == owner}  # fmt: skip
+        assert sums == want, owner
+
+    fresh = api.get("/v1/freshness").json()
+    states = {r["region"]: r["state"] for r in fresh["regions"]}
+    assert all(states[r.name] == "live" for r in live.pipeline.regions), states
+
+
+def test_max_staleness_is_503_while_a_region_is_stopped(live: Live) -> None:
+    truth = read_truth(live.pipeline.settings, live.pipeline.regions)
+    stopped = live.pipeline.regions[0]
+    key = next(k for k, v in truth.stock.items() if v.region == stopped.name)
+    other = next(k for k, v in truth.stock.items() if v.region != stopped.name)
+    url = f"/v1/stock/{key.owner}/{key.warehouse}/{key.sku}"
+    other_url = f"/v1/stock/{other.owner}/{other.warehouse}/{other.sku}"
+    params = {"max_staleness_ms": 3000}
+    assert live.api.get(url, params=params).status_code == 200
+    with ConnectClient(live.pipeline.settings) as connect:
+        connect.stop_connector(stopped.connector_name)
+        try:
+            deadline = time.monotonic() + 60
+            while (r := live.api.get(url, params=params)).status_code != 503:
+                assert r.status_code == 200
+                assert time.monotonic() < deadline, "never became stale"
+                time.sleep(0.5)
+            assert r.json()["error"] == "stale"
+            assert int(r.headers["retry-after"]) >= 1
+            assert live.api.get(other_url, params=params).status_code == 200
+            states = {
+                x["region"]: x["state"] for x in live.api.get("/v1/freshness").json()["regions"]
+            }
+            assert states[stopped.name] == "stale"
+        finally:
+            connect.resume(stopped.connector_name)
+    deadline = time.monotonic() + 120
+    while live.api.get(url, params=params).status_code != 200:
+        assert time.monotonic() < deadline, "did not recover after resume"
+        time.sleep(0.5)
