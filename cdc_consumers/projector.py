@@ -24,6 +24,7 @@ from kafka.structs import OffsetAndMetadata
 from cdc_consumers import metrics
 from cdc_consumers.assembler import AssemblyProblem, Batch, RegionAssembler
 from cdc_consumers.decode import ROUTER_FIELD, DecodeError, decode
+from cdc_consumers.topics import ensure_topics
 from schemas.errors import TransientError
 from schemas.events import (
     Event,
@@ -129,6 +130,7 @@ class Projector:
 
     def run(self) -> None:
         """Consume, assemble and flush until stopped; the last batch is flushed on stop."""
+        ensure_topics(self.settings)
         consumer = self._consumer()
         deadletter = DeadLetter(
             KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
