@@ -58,7 +58,7 @@ def live(pipeline: Any) -> Iterator[Live]:
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
     run_workload(s, pipeline.regions, workers=3, count=150, seed=7)
-    api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 5000})
+    api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 2000})
     app = create_app(api_settings, ReadModel([client]))
     with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
         state = Live(pipeline, client, projector, thread, api)
