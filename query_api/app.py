@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 import structlog
@@ -104,7 +105,8 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
         if own:
             app.state.service = QueryService(settings, ReadModel.open(settings))
         service: QueryService = app.state.service
-        log.info("api.start", keys=len(keys), clickhouse=settings.clickhouse_dsn.split("?")[0])
+        dsn = urlsplit(settings.clickhouse_dsn)  # never log credentials in the URL
+        log.info("api.start", keys=len(keys), clickhouse=f"{dsn.scheme}://{dsn.hostname or ''}")
         try:
             yield
         finally:
