@@ -287,3 +287,18 @@ def test_add_column_mid_stream_loses_nothing(live: Live) -> None:
     # SKUs created after the ALTER carry the new column too, as JSON null.
     assert [(i, json.loads(v)) for i, v in projected if v != "null"] == source
     assert [i for i, _ in source] == ids
+
+
+def test_replaying_the_topics_from_the_beginning_twice_changes_nothing(live: Live) -> None:
+    for attempt in range(2):
+        group = f"{live.settings.consumer_group}-replay{attempt}"
+        s = live.settings.model_copy(update={"consumer_group": group})
+        ends = {p.region: p.end for p in progress(s)}
+        live.restart_projector(group)
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+        while any(p.committed < ends[p.region] for p in progress(s)):
+            assert live.thread.is_alive(), "projector died"
+            assert time.monotonic() < deadline, "replay did not finish"
+            time.sleep(0.5)
+        wait_caught_up(live)
+        assert_projection_equals_wms(live)
