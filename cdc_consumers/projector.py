@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
@@ -111,6 +112,11 @@ class Projector:
     def __post_init__(self) -> None:
         self._regions = {r.cdc_topic: r.name for r in self.settings.region_list()}
 
+    @property
+    def assigned_regions(self) -> list[str]:
+        """Regions this member projects now (changes with rebalances)."""
+        return sorted(a.region for a in list(self._assemblers.values()))
+
     def _consumer(self) -> KafkaConsumer:
         s = self.settings
         return KafkaConsumer(
@@ -126,6 +132,9 @@ class Projector:
             # A region whose topic appears later (a new region, a fresh connector) is
             # picked up within seconds, not after the default five minutes.
             metadata_max_age_ms=5_000,
+            # Regions are single-partition topics: the default range assignor would give
+            # them all to one member. Sticky spreads them and moves only what it must.
+            partition_assignment_strategy=[StickyPartitionAssignor],
         )
 
     def run(self) -> None:

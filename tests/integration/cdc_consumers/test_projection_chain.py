@@ -302,3 +302,41 @@ def test_replaying_the_topics_from_the_beginning_twice_changes_nothing(live: Liv
             time.sleep(0.5)
         wait_caught_up(live)
         assert_projection_equals_wms(live)
+
+
+def test_two_consumers_share_the_regions_and_a_rebalance_loses_nothing(live: Live) -> None:
+    """Scale-out: two projectors in one group split the regions; when one leaves mid-
+    stream the other takes its regions over from the last committed boundary."""
+    live.projector.stop.set()
+    live.thread.join(timeout=60)
+    s = live.settings.model_copy(update={"consumer_group": f"{live.settings.consumer_group}-2"})
+    members = [Projector(s, ProjectionWriter(live.client)) for _ in range(2)]
+    threads = [threading.Thread(target=m.run, daemon=True) for m in members]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while not all(m.assigned_regions for m in members):
+        assert time.monotonic() < deadline, "the group did not split the regions"
+        time.sleep(0.2)
+    first, second = (set(m.assigned_regions) for m in members)
+    assert not first & second
+    assert first | second == {r.name for r in live.pipeline.regions}
+
+    worker = threading.Thread(
+        target=run_workload,
+        args=(s, live.pipeline.regions),
+        kwargs={"workers": 2, "count": 150, "seed": 21},
+        daemon=True,
+    )
+    worker.start()
+    time.sleep(3)
+    members[1].stop.set()  # leaves mid-stream: its regions move to the other member
+    threads[1].join(timeout=60)
+    worker.join()
+    deadline = time.monotonic() + 60
+    while set(members[0].assigned_regions) != {r.name for r in live.pipeline.regions}:
+        assert time.monotonic() < deadline, "the remaining member did not take over"
+        time.sleep(0.2)
+    live.projector, live.thread = members[0], threads[0]
+    wait_caught_up(live)
+    assert_projection_equals_wms(live)
