@@ -226,7 +226,14 @@ class Pacer:
     second (None = as fast as possible) and stops after `count` operations or at
     `deadline` (monotonic)."""
 
-    def __init__(self, rate: float | None, count: int | None, deadline: float | None) -> None:
+    def __init__(
+        self,
+        rate: float | None,
+        count: int | None,
+        deadline: float | None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._stop = stop  # set from outside: every region's run ends
         self._interval = 1.0 / rate if rate else 0.0
         self._left = count
         self._deadline = deadline
@@ -237,6 +244,8 @@ class Pacer:
     def next_slot(self) -> bool:
         """Wait for the next slot; False when the run is over."""
         with self._lock:
+            if self._stop is not None and self._stop.is_set():
+                self.stopped.set()
             if self.stopped.is_set():
                 return False
             if self._left is not None:
@@ -755,6 +764,8 @@ def _move(w: Worker) -> bool:
         return False
     inv_id, wid, loc, _sku, _lot, _oh, free, _tr = row
     dests = [d for d in w.state.locs(wid, "STORAGE", "PICK") if d != loc]
+    if not dests:  # a warehouse with a single storage location: nowhere to move to
+        return False
     dest = w.rng.choice(dests)
     qty = w.rng.randint(1, free)
     w.txn(
@@ -1031,10 +1042,11 @@ def run(
     mix: Mapping[str, float] | None = None,
     seed: int | None = None,
     peers: Sequence[Region] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[RegionReport]:
     """Run the workload in each region (`rate` and `count` are per region) until `count`
-    operations applied or `duration` seconds passed; transfers may go to any of
-    `peers` (default: the same regions)."""
+    operations applied, `duration` seconds passed or `stop` is set; transfers may go to
+    any of `peers` (default: the same regions)."""
     mix = dict(mix or DEFAULT_MIX)
     involved = {r.name: r for r in [*regions, *(peers or ())]}
     states: dict[str, RegionState] = {}
@@ -1049,7 +1061,7 @@ def run(
     pacers: dict[str, Pacer] = {}
     threads: list[tuple[str, threading.Thread, Worker]] = []
     for r in regions:
-        pacers[r.name] = Pacer(rate, count, deadline)
+        pacers[r.name] = Pacer(rate, count, deadline, stop)
         for i in range(workers):
             wk = Worker(
                 f"sim-{r.name}-w{i + 1}",

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-import uuid
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from cdc_consumers.raw import end_offsets, iter_events
 from infra import services
 from infra.errors import InfraError
 from infra.jvm import ensure_jars, java_bin
@@ -99,38 +95,19 @@ def _print_status() -> bool:
 
 
 @app.command()
-def demo() -> None:
-    """Bring everything up, commit a change in each regional WMS and show it arrive on Kafka."""
-    settings = get_settings()
-    up()
-    for region in settings.region_list():
-        start = end_offsets(settings, region.cdc_topic)
-        code = f"DEMO-{uuid.uuid4().hex[:8].upper()}"
-        with psycopg.connect(settings.pg_dsn(region, "app")) as conn:
-            conn.execute("INSERT INTO owner (code, name) VALUES (%s, %s)", (code, "Demo seller"))
-        committed = time.monotonic()
-        for event in iter_events(settings, region.cdc_topic, start, timeout_s=60):
-            if _is_insert_of(event.value, code):
-                src = event.value["source"]
-                ms = 1000 * (time.monotonic() - committed)
-                console.print(
-                    f"[bold]{region.name}[/]: INSERT owner {code} → Kafka "
-                    f"{event.topic}@{event.offset} in {ms:.0f} ms"
-                    f" (lsn {src['lsn']}, txId {src['txId']})"
-                )
-                Console().print_json(json.dumps(event.value))
-                break
-        else:
-            raise _fail(InfraError(f"the change in {region.name} did not arrive within 60 s"))
-    console.print("Stop everything with [bold]make down[/].")
+def demo(
+    rate: float = typer.Option(3.0, help="Simulated operations per second per region."),
+    keep_services: bool = typer.Option(
+        False, "--keep-services", help="Leave the services running on exit."
+    ),
+) -> None:
+    """Run the product: services, seeded warehouses at work, projector and API (Ctrl-C stops)."""
+    from stockcdc.demo import run_demo
 
-
-def _is_insert_of(value: object, code: str) -> bool:
-    return (
-        isinstance(value, dict)
-        and value.get("op") == "c"
-        and (value.get("after") or {}).get("code") == code
-    )
+    try:
+        run_demo(get_settings(), console, rate=rate, keep_services=keep_services)
+    except InfraError as exc:
+        raise _fail(exc) from exc
 
 
 @app.command("migrate")
