@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from sim_case import Wms, build
 
 from stockcdc.settings import Region, Settings
+from tests.integration.simulator.sim_case import Wms, build
 
 
 @pytest.fixture

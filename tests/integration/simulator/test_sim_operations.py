@@ -7,10 +7,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sim_case import OP, TODAY, Wms
 
 from simulator import ops
 from simulator.errors import Rejected
+from tests.integration.simulator.sim_case import OP, TODAY, Wms
 
 pytestmark = pytest.mark.integration
 

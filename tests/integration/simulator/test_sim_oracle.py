@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sim_case import OP, TODAY, Wms
 
 from simulator import ops
 from simulator.oracle import SerialKey, StockKey, read_truth
 from stockcdc.settings import Settings
+from tests.integration.simulator.sim_case import OP, TODAY, Wms
 
 pytestmark = pytest.mark.integration
 
