@@ -451,10 +451,12 @@ _SERIALS = _serial_sql(
 )
 
 # One serial in every region: (region, sku_id, serial_no) is the copy's key prefix.
+# The SKU's ids per region are resolved first and bound (`_sku_keys`): a bound set is
+# planned once, where a resolving subquery would be re-run by every IN that needs it.
 _SERIAL_SCOPE = (
-    f"(region, sku_id) IN (SELECT region, id FROM ({_SKU_IDS})) AND serial_no = {{serial:String}}"
+    "(region, sku_id) IN {skus:Array(Tuple(String, Int64))} AND serial_no = {serial:String}"
 )
-_SERIAL_OWNER = f"(s.region, s.owner_id) IN ({_OWNER_IDS})"
+_SERIAL_OWNER = "(s.region, s.owner_id) IN {owners:Array(Tuple(String, Int64))}"
 _SERIAL_CURRENT = _serial_sql(
     _latest("wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIAL_SCOPE, _CUTS),
     _SERIAL_SCOPE,
@@ -557,9 +559,9 @@ def _movements_sql(scope: str) -> str:
     )
 
 
-_MOVEMENTS_OWNER = _movements_sql(f"(region, owner_id) IN ({_OWNER_IDS})")
+_MOVEMENTS_OWNER = _movements_sql("(region, owner_id) IN {owners:Array(Tuple(String, Int64))}")
 _MOVEMENTS_SKU = _movements_sql(
-    f"(region, owner_id, sku_id) IN (SELECT region, owner_id, id FROM ({_SKU_IDS}))"
+    "(region, owner_id, sku_id) IN {keys:Array(Tuple(String, Int64, Int64))}"
 )
 
 
@@ -597,6 +599,14 @@ def owner_ids(client: Client, owner: str, cut: dict[str, int] | None = None) -> 
     wm = visible_lsns(client) if cut is None else cut
     rows = _query(client, _OWNER_IDS, {"owner": owner, **_cuts(wm)}, "id resolution")
     return {str(r): int(i) for r, i in rows}
+
+
+def _sku_keys(
+    client: Client, owner: str, sku: str, cut: dict[str, int]
+) -> list[tuple[str, int, int]]:
+    """(region, owner_id, sku_id) of a global SKU key in every region, as of `cut`."""
+    rows = _query(client, _SKU_IDS, {"owner": owner, "sku": sku, **_cuts(cut)}, "id resolution")
+    return [(str(r), int(o), int(i)) for r, o, i in rows]
 
 
 def stock_one(client: Client, owner: str, warehouse: str, sku: str) -> StockRow | None:
@@ -701,23 +711,31 @@ def serials(
 def serial_current(client: Client, owner: str, sku: str, serial_no: str) -> SerialRow | None:
     """Current state across regions: the row that is not SHIPPED, else the latest by
     updated_at (a serial moved between regions exists in both, OPERATIONS.md)."""
-    rows = _rows(
+    rows = _serial_rows(client, _SERIAL_CURRENT, owner, sku, serial_no)
+    return rows[0] if rows else None
+
+
+def _serial_rows(client: Client, sql: str, owner: str, sku: str, serial: str) -> list[SerialRow]:
+    cut = visible_lsns(client)
+    keys = _sku_keys(client, owner, sku, cut)
+    if not keys:
+        return []
+    return _rows(
         client,
         SerialRow,
-        _SERIAL_CURRENT,
-        {"owner": owner, "sku": sku, "serial": serial_no, **_cuts(visible_lsns(client))},
+        sql,
+        {
+            "skus": [(r, i) for r, _, i in keys],
+            "owners": [(r, o) for r, o, _ in keys],
+            "serial": serial,
+            **_cuts(cut),
+        },
     )
-    return rows[0] if rows else None
 
 
 def serial_history(client: Client, owner: str, sku: str, serial_no: str) -> list[SerialRow]:
     """Every committed version of the serial in every region, oldest first."""
-    return _rows(
-        client,
-        SerialRow,
-        _SERIAL_HISTORY,
-        {"owner": owner, "sku": sku, "serial": serial_no, **_cuts(visible_lsns(client))},
-    )
+    return _serial_rows(client, _SERIAL_HISTORY, owner, sku, serial_no)
 
 
 def movements(
@@ -735,12 +753,20 @@ def movements(
     lo = since or datetime(1970, 1, 1, tzinfo=UTC)
     hi = until or datetime(2299, 12, 31, tzinfo=UTC)
     at, ar, aid = after or (lo, "", 0)
+    cut = visible_lsns(client)
+    scope: dict[str, Any]
+    if sku:
+        scope = {"keys": _sku_keys(client, owner, sku, cut)}
+    else:
+        scope = {"owners": sorted(owner_ids(client, owner, cut).items())}
+    if not next(iter(scope.values())):
+        return []  # owner or SKU unknown as of the cut
     return _rows(
         client,
         MovementRow,
         _MOVEMENTS_SKU if sku else _MOVEMENTS_OWNER,
         {
-            "owner": owner,
+            **scope,
             "sku": sku or "",
             "warehouse": warehouse or "",
             "lo": lo,
@@ -749,7 +775,7 @@ def movements(
             "ar": ar,
             "aid": aid,
             "limit": limit,
-            **_cuts(visible_lsns(client)),
+            **_cuts(cut),
         },
     )
 
