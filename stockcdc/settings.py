@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     # Regional WMS PostgreSQL clusters: region i listens on pg_base_port + i.
     regions: Annotated[tuple[str, ...], NoDecode] = ("us-west", "eu-central", "ap-southeast")
     pg_host: str = "127.0.0.1"
-    pg_base_port: int = 55431
+    # Below the ephemeral range (32768+): a client socket can never hold our port.
+    pg_base_port: int = 25431
     pg_database: str = "wms"
     # Names the pipeline: topics `<ns>.<region>.cdc`, connectors `<ns>-<region>`, slots
     # `dbz_<ns>_<region>`. Tests give each run its own namespace and database.
