@@ -171,6 +171,9 @@ log_min_messages = warning
                     str(self.data_dir),
                     "-l",
                     str(self.log_file),
+                    # The port follows the settings, whatever initdb's config says.
+                    "-o",
+                    f"-p {self.region.pg_port}",
                     "-w",
                     "-t",
                     "60",
