@@ -81,6 +81,7 @@ def live(pipeline: Pipeline) -> Iterator[Live]:
     yield state
     state.projector.stop.set()
     state.thread.join(timeout=60)
+    client.close()  # chDB keeps one engine per process: free it for the next module
 
 
 def wait_caught_up(live: Live) -> None:
