@@ -239,35 +239,52 @@ class Pacer:
         self._deadline = deadline
         self._next = time.monotonic()
         self._lock = threading.Lock()
+        self._in_flight = 0
         self.stopped = threading.Event()
 
     def next_slot(self) -> bool:
-        """Wait for the next slot; False when the run is over."""
-        with self._lock:
-            if self._stop is not None and self._stop.is_set():
-                self.stopped.set()
-            if self.stopped.is_set():
-                return False
-            if self._left is not None:
-                if self._left <= 0:
+        """Wait for the next slot; False when the run is over. Every True must be
+        answered by `done()` or `give_back()`."""
+        while True:
+            with self._lock:
+                if self._stop is not None and self._stop.is_set():
+                    self.stopped.set()
+                if self.stopped.is_set():
+                    return False
+                exhausted = self._left is not None and self._left <= 0
+                if exhausted and self._in_flight == 0:
                     self.stopped.set()
                     return False
-                self._left -= 1
-            now = time.monotonic()
-            # never bank more than a second of missed slots
-            slot = max(self._next, now - 1.0)
-            self._next = slot + self._interval
+                if not exhausted:
+                    if self._left is not None:
+                        self._left -= 1
+                    self._in_flight += 1
+                    now = time.monotonic()
+                    # never bank more than a second of missed slots
+                    slot = max(self._next, now - 1.0)
+                    self._next = slot + self._interval
+                    break
+            # The count is used up but an operation in flight may still give its slot
+            # back (it found nothing to do): wait for it rather than end short.
+            time.sleep(0.005)
         if self._deadline is not None and slot >= self._deadline:
             self.stopped.set()
+            self.done()
             return False
         delay = slot - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         return True
 
+    def done(self) -> None:
+        """The operation of a slot ended, applied or failed: the slot is used."""
+        with self._lock:
+            self._in_flight -= 1
+
     def give_back(self) -> None:
         """An operation found nothing to do: it does not count towards `count`."""
         with self._lock:
+            self._in_flight -= 1
             if self._left is not None:
                 self._left += 1
 
@@ -330,7 +347,11 @@ class Worker:
         try:
             while self.pacer.next_slot():
                 op = self.rng.choices(self._ops, self._weights)[0]
-                self.step(op)
+                try:
+                    self.step(op)
+                except BaseException:
+                    self.pacer.done()  # an unexpected failure still releases its slot
+                    raise
         finally:
             self.close()
 
@@ -348,6 +369,7 @@ class Worker:
                 self.pacer.give_back()
                 return False
             self.stats.errors[op] += 1
+            self.pacer.done()
             if len(self.stats.error_samples) < 10:
                 self.stats.error_samples.append(f"{op}: {type(exc).__name__}: {exc}")
             if self.conn().closed:
@@ -355,6 +377,7 @@ class Worker:
             return False
         if done:
             self.stats.applied[op] += 1
+            self.pacer.done()
         else:
             self.stats.rejected[op] += 1
             self.pacer.give_back()
