@@ -1,0 +1,187 @@
+"""Ingest benchmark: events/s projected from a Debezium backlog, against kafka-python
+consuming the same backlog bare, in one run (the ratio is what the noisy machine can't blur).
+
+    .venv/bin/python -m bench.ingest                 # ≥ 1M events (goal ≥ 25k/s, ratio ≥ 0.6)
+    .venv/bin/python -m bench.ingest --quick         # smoke run for CI
+
+The backlog is real: an isolated pipeline (own databases, connectors, topics), seeded so
+the seed arrives as Debezium's initial snapshot, then a mixed workload streamed as
+transactions. Each phase runs in a child process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+
+from cdc_consumers.projector import Projector
+from cdc_consumers.service import progress
+from infra.pipeline import IsolatedPipeline
+from read_model.client import make_client
+from read_model.migrate import migrate
+from read_model.writer import ProjectionWriter
+from simulator.seed import parse_size, seed_region
+from simulator.workload import run as run_workload
+from stockcdc.settings import Settings, get_settings
+
+RESULTS = Path(__file__).parent / "results" / "ingest.json"
+
+
+def _end_offsets(settings: Settings) -> dict[str, int]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        tps = [TopicPartition(r.cdc_topic, 0) for r in settings.region_list()]
+        return {tp.topic: int(o) for tp, o in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def build_backlog(pipeline: IsolatedPipeline, size: str, ops: int) -> dict[str, int]:
+    """Seed (→ snapshot), stream a workload, and wait until Debezium has written it all."""
+    s = pipeline.settings
+    for region in pipeline.regions:
+        with psycopg.connect(s.pg_dsn(region)) as conn:
+            seed_region(conn, region, seed=3, size=parse_size(size))
+    pipeline.start_capture()
+    if ops:
+        run_workload(s, pipeline.regions, workers=3, count=ops, seed=4)
+    # Debezium is done when only heartbeats (one a second per region) still arrive.
+    last, still = _end_offsets(s), 0
+    while still < 3:
+        time.sleep(2)
+        now = _end_offsets(s)
+        grown = sum(now[t] - last[t] for t in now)
+        still = still + 1 if grown <= 3 * len(now) else 0
+        last = now
+    return last
+
+
+def _bare(settings: Settings, ends: dict[str, int], out: Any) -> None:
+    """kafka-python alone: fetch and deserialize nothing, touch every record."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=settings.max_poll_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    tps = [TopicPartition(t, 0) for t in ends]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    count, nbytes = 0, 0
+    started = time.perf_counter()
+    positions = dict.fromkeys(ends, 0)
+    while any(positions[t] < ends[t] for t in ends):
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            for rec in records:
+                count += 1
+                nbytes += len(rec.value or b"")
+            positions[tp.topic] = records[-1].offset + 1
+    seconds = time.perf_counter() - started
+    consumer.close()
+    out.put(
+        {
+            "events": count,
+            "bytes": nbytes,
+            "seconds": seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+
+
+def _project(settings: Settings, ends: dict[str, int], out: Any) -> None:
+    """The projector from offset 0 into a fresh embedded ClickHouse, until committed."""
+    client = make_client(settings)
+    migrate(client, settings.clickhouse_cluster)
+    projector = Projector(settings, ProjectionWriter(client))
+    thread = threading.Thread(target=projector.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    timeline: list[tuple[float, int]] = []
+    by_topic = {r.name: r.cdc_topic for r in settings.region_list()}
+    while True:
+        done = {by_topic[p.region]: p.committed for p in progress(settings)}
+        timeline.append((time.perf_counter() - started, sum(done.values())))
+        if all(done.get(t, 0) >= e for t, e in ends.items()):
+            break
+        time.sleep(0.5)
+    seconds = time.perf_counter() - started
+    projector.stop.set()
+    thread.join()
+    rows = client.query("SELECT count() FROM wms_inventory").result_rows[0][0]
+    out.put(
+        {
+            "events": sum(ends.values()),
+            "seconds": seconds,
+            "inventory_versions": rows,
+            "timeline": timeline,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+
+
+def _in_child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result: dict[str, Any] = q.get()
+    p.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="120k", help="balance rows per region to seed")
+    parser.add_argument("--ops", type=int, default=3000, help="workload operations per region")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (CI)")
+    args = parser.parse_args()
+    size, ops = ("2k", 200) if args.quick else (args.size, args.ops)
+
+    base = get_settings()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        pipeline = IsolatedPipeline(base, Path(tmp))
+        try:
+            t0 = time.perf_counter()
+            ends = build_backlog(pipeline, size, ops)
+            backlog_s = time.perf_counter() - t0
+            s = pipeline.settings
+            bare = _in_child(_bare, s, ends)
+            proj = _in_child(_project, s, ends)
+        finally:
+            pipeline.close()
+    events = sum(ends.values())
+    result = {
+        "profile": "quick" if args.quick else "full",
+        "seed_size_per_region": size,
+        "workload_ops_per_region": ops,
+        "backlog_events": events,
+        "backlog_build_seconds": round(backlog_s, 1),
+        "bare_kafka_python_events_per_s": round(bare["events"] / bare["seconds"]),
+        "projected_events_per_s": round(events / proj["seconds"]),
+        "ratio_projected_to_bare": round(bare["seconds"] / proj["seconds"], 3),
+        "bare_seconds": round(bare["seconds"], 2),
+        "projected_seconds": round(proj["seconds"], 2),
+        "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
+        "projector_peak_rss_mb": round(proj["peak_rss_mb"]),
+        "timeline": [(round(t, 2), n) for t, n in proj["timeline"]],
+        "goal": {"events_per_s": 25_000, "ratio": 0.6},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    summary = {k: v for k, v in result.items() if k != "timeline"}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
