@@ -8,13 +8,11 @@ path in `read_model.queries` to the same answers. Not for the API.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from read_model.errors import classify
 from read_model.queries import (
     LotRow,
     MovementRow,
@@ -22,36 +20,13 @@ from read_model.queries import (
     SkuKey,
     StockRow,
     WatermarkRow,
+    _rows,
 )
-
-T = TypeVar("T")
-
-
-def _utc(v: Any) -> Any:
-    # clickhouse-connect returns naive datetimes for UTC columns: make them aware.
-    if isinstance(v, datetime) and v.tzinfo is None:
-        return v.replace(tzinfo=UTC)
-    return v
-
-
-def _rows(client: Client, cls: type[T], sql: str, params: dict[str, Any]) -> list[T]:
-    try:
-        result = client.query(sql, parameters=params)
-    except Exception as exc:  # driver errors have no common base; classify decides
-        raise classify(exc, f"query for {cls.__name__}") from exc
-    if not result.result_rows:
-        return []
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    cols = list(result.column_names)
-    idx = [cols.index(n) for n in names]
-    return [cls(*(_utc(r[i]) for i in idx)) for r in result.result_rows]
+from read_model.queries import _query as _run
 
 
 def _query(client: Client, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    try:
-        return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
-    except Exception as exc:  # driver errors have no common base; classify decides
-        raise classify(exc, "id resolution") from exc
+    return _run(client, sql, params, "id resolution")
 
 
 def resolve(client: Client, owner: str, warehouse: str, sku: str) -> SkuKey | None:
