@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 from cdc_consumers import metrics
 from cdc_consumers.assembler import AssemblyProblem, Batch, RegionAssembler
 from cdc_consumers.decode import ROUTER_FIELD, DecodeError, decode
+from cdc_consumers.errors import ConsumerError
 from cdc_consumers.topics import ensure_topics
 from schemas.errors import TransientError
 from schemas.events import (
@@ -40,6 +41,11 @@ from schemas.events import (
 from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+class ProjectorError(ConsumerError):
+    """The projector cannot start or go on (its topics are missing, say)."""
+
 
 _KINDS: Mapping[type, str] = {
     RowChange: "change",
@@ -145,6 +151,7 @@ class Projector:
             KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
             self.settings.deadletter_topic,
         )
+        self._await_metadata(consumer)
         consumer.subscribe(topics=sorted(self._regions))
         log.info("projector.start", topics=sorted(self._regions))
         oldest_pending: float | None = None
@@ -167,6 +174,17 @@ class Projector:
             consumer.close(autocommit=False)
             deadletter.producer.close()
             log.info("projector.stop")
+
+    def _await_metadata(self, consumer: KafkaConsumer, timeout_s: float = 60.0) -> None:
+        """Know every region topic's partitions before joining the group: a leader whose
+        metadata lacks a topic assigns it to nobody, and kafka-python does not reliably
+        rejoin when the metadata arrives later (seen as a projector that never starts)."""
+        deadline = time.monotonic() + timeout_s
+        for topic in sorted(self._regions):
+            while not consumer.partitions_for_topic(topic):
+                if time.monotonic() > deadline:
+                    raise ProjectorError(f"topic {topic} has no partitions after {timeout_s}s")
+                time.sleep(0.1)
 
     def _due(self, oldest_pending: float) -> bool:
         rows = sum(a.pending_rows for a in self._assemblers.values())

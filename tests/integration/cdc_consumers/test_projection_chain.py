@@ -71,17 +71,22 @@ def live(pipeline: Pipeline) -> Iterator[Live]:
             seed_region(conn, region, seed=11, size=parse_size("300"))
     pipeline.start_capture()  # the seed arrives as the initial snapshot
     client = make_client(s)
-    migrate(client, s.clickhouse_cluster)
     projector = Projector(s, ProjectionWriter(client))
     thread = threading.Thread(target=projector.run, daemon=True)
-    thread.start()
-    run_workload(s, pipeline.regions, workers=3, count=OPS_PER_REGION, seed=5)
     state = Live(pipeline, client, projector, thread)
-    wait_caught_up(state)
-    yield state
-    state.projector.stop.set()
-    state.thread.join(timeout=60)
-    client.close()  # chDB keeps one engine per process: free it for the next module
+    try:
+        migrate(client, s.clickhouse_cluster)
+        thread.start()
+        run_workload(s, pipeline.regions, workers=3, count=OPS_PER_REGION, seed=5)
+        wait_caught_up(state)
+        yield state
+    finally:
+        # Even when set-up fails: chDB keeps one engine per process, later modules
+        # must be able to open theirs.
+        state.projector.stop.set()
+        if state.thread.is_alive():
+            state.thread.join(timeout=60)
+        client.close()
 
 
 def wait_caught_up(live: Live) -> None:

@@ -53,20 +53,25 @@ def live(pipeline: Any) -> Iterator[Live]:
             seed_region(conn, region, seed=21, size=parse_size("150"))
     pipeline.start_capture()
     client = make_client(s)
-    migrate(client, s.clickhouse_cluster)
     projector = Projector(s, ProjectionWriter(client))
     thread = threading.Thread(target=projector.run, daemon=True)
-    thread.start()
-    run_workload(s, pipeline.regions, workers=3, count=150, seed=7)
-    api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 2000})
-    app = create_app(api_settings, ReadModel([client]))
-    with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
-        state = Live(pipeline, client, projector, thread, api)
-        wait_caught_up(state)
-        yield state
-    projector.stop.set()
-    thread.join(timeout=60)
-    client.close()
+    try:
+        migrate(client, s.clickhouse_cluster)
+        thread.start()
+        run_workload(s, pipeline.regions, workers=3, count=150, seed=7)
+        api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 2000})
+        app = create_app(api_settings, ReadModel([client]))
+        with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
+            state = Live(pipeline, client, projector, thread, api)
+            wait_caught_up(state)
+            yield state
+    finally:
+        # Even when set-up fails: chDB keeps one engine per process, later modules
+        # must be able to open theirs.
+        projector.stop.set()
+        if thread.is_alive():
+            thread.join(timeout=60)
+        client.close()
 
 
 def wait_caught_up(live: Live) -> None:
