@@ -19,7 +19,7 @@ import orjson
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers import metrics
@@ -244,7 +244,7 @@ class Projector:
         if offsets:
             try:
                 consumer.commit(offsets)
-            except CommitFailedError as exc:
+            except (CommitFailedError, RebalanceInProgressError) as exc:
                 # The group moved partitions under us: the writes were idempotent, the
                 # new owner resumes from the last committed boundary.
                 metrics.COMMIT_FAILURES.inc()
