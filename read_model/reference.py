@@ -19,8 +19,7 @@ from read_model.queries import (
     SerialRow,
     SkuKey,
     StockRow,
-    WatermarkRow,
-    _rows,
+    _rows,  # one read of the watermark table serves both paths
 )
 from read_model.queries import _query as _run
 
@@ -249,8 +248,3 @@ def movements(
             "limit": limit,
         },
     )
-
-
-def watermarks(client: Client) -> list[WatermarkRow]:
-    """Every region's watermark (decision 5)."""
-    return _rows(client, WatermarkRow, "SELECT * FROM watermarks ORDER BY region", {})
