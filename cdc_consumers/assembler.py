@@ -91,6 +91,19 @@ class RegionAssembler:
         open_rows = len(self._open.changes) if self._open else 0
         return sum(len(t.changes) for t in self._ready) + len(self._snapshot) + open_rows
 
+    def describe(self) -> dict[str, object]:
+        """Where this region stands, for operators and failing tests."""
+        return {
+            "region": self.region,
+            "watermark_lsn": self._watermark.commit_lsn,
+            "open_tx": self._open.begin.tx_id if self._open else None,
+            "open_tx_changes": len(self._open.changes) if self._open else 0,
+            "pending_rows": self.pending_rows,
+            "in_snapshot": self._in_snapshot,
+            "safe_offset": self._safe_offset,
+            "committed_offset": self._committed_offset,
+        }
+
     @property
     def has_work(self) -> bool:
         return (

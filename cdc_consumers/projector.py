@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
@@ -113,6 +113,7 @@ class Projector:
     sink: Sink
     stop: threading.Event = field(default_factory=threading.Event)
     _assemblers: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
+    _revoking: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
     _regions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,10 @@ class Projector:
     def assigned_regions(self) -> list[str]:
         """Regions this member projects now (changes with rebalances)."""
         return sorted(a.region for a in list(self._assemblers.values()))
+
+    def describe(self) -> list[dict[str, object]]:
+        """Per assigned region: watermark, open transaction, offsets (see `RegionAssembler`)."""
+        return [a.describe() for a in list(self._assemblers.values())]
 
     def _consumer(self) -> KafkaConsumer:
         s = self.settings
@@ -152,13 +157,12 @@ class Projector:
             self.settings.deadletter_topic,
         )
         self._await_metadata(consumer)
-        consumer.subscribe(topics=sorted(self._regions))
+        consumer.subscribe(topics=sorted(self._regions), listener=_Rebalance(self))
         log.info("projector.start", topics=sorted(self._regions))
         oldest_pending: float | None = None
         try:
             while not self.stop.is_set():
                 polled = consumer.poll(timeout_ms=50)
-                self._sync_assignment(consumer)
                 for tp, records in polled.items():
                     assembler = self._assemblers.get(tp)
                     if assembler is None:
@@ -191,15 +195,25 @@ class Projector:
         age_ms = 1000 * (time.monotonic() - oldest_pending)
         return rows >= self.settings.batch_max_rows or age_ms >= self.settings.batch_max_ms
 
-    def _sync_assignment(self, consumer: KafkaConsumer) -> None:
-        """Follow rebalances: drop state of partitions we lost (their new owner restarts
-        from the committed boundary), start fresh for partitions we got."""
-        assigned = set(consumer.assignment())
-        if assigned == set(self._assemblers):
-            return
-        for tp in set(self._assemblers) - assigned:
-            del self._assemblers[tp]
-        new = assigned - set(self._assemblers)
+    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Set aside the state of every partition before the group rejoins, so that
+        `assigned_regions` never shows a region two members both claim."""
+        for tp in partitions:
+            if tp in self._assemblers:
+                self._revoking[tp] = self._assemblers.pop(tp)
+        metrics.ASSIGNED.set(len(self._assemblers))
+
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """Keep the state of partitions we had and keep: kafka-python keeps their fetch
+        position too. Lost ones are dropped (their new owner restarts from the committed
+        boundary); new ones start fresh from the region's stored watermark."""
+        kept, self._revoking = self._revoking, {}
+        new = []
+        for tp in partitions:
+            if tp in kept:
+                self._assemblers[tp] = kept[tp]
+            elif tp not in self._assemblers:
+                new.append(tp)
         if new:
             watermarks = self.sink.load_watermarks()
             for tp in new:
@@ -268,6 +282,20 @@ class Projector:
                 time.sleep(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)
         _observe(batch)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Called inside `poll`, on the consumer's thread, around every rebalance (eager
+    protocol: everything is revoked before the group rejoins)."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.projector._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.projector._assigned(assigned)
 
 
 def _observe(batch: Batch) -> None:

@@ -106,7 +106,7 @@ def wait_caught_up(live: Live) -> None:
             parameters={"r": name, "c": code},
         ).result_rows[0][0]:
             assert live.thread.is_alive(), "projector died"
-            assert time.monotonic() < deadline, f"{name} not caught up"
+            assert time.monotonic() < deadline, f"{name} not caught up: {live.projector.describe()}"
             time.sleep(0.2)
 
 
