@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.responses import Response
 
-from query_api import errors
+from query_api import dashboard, errors, sql
 from query_api.auth import KeyStore, Principal, Scope
 from query_api.errors import ApiError
 from query_api.metrics import PROJECTION_LAG_MS, PROJECTION_LSN, LatencyMiddleware
@@ -132,6 +132,8 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
         app.state.service = QueryService(settings, db)
     errors.install(app)
     app.add_middleware(LatencyMiddleware)
+    app.include_router(sql.router)
+    app.include_router(dashboard.router)
 
     @app.get(
         "/v1/stock",
