@@ -33,9 +33,12 @@ from query_api.models import (
     SerialDetail,
     SerialList,
     SerialListParams,
+    StockHistory,
+    StockHistoryParams,
     StockListParams,
     StockOne,
     StockPage,
+    WhoAmI,
     error_responses,
 )
 from query_api.models import LotList as LotListModel
@@ -233,6 +236,35 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
     ) -> Response:
         """`since` inclusive, `until` exclusive. A seller key lists its own owner."""
         return json_response(await service.movements(who, params))
+
+    @app.get(
+        "/v1/stock-history/{owner}/{sku}",
+        response_model=StockHistory,
+        responses=_READ_ERRORS,
+        tags=["stock"],
+        summary="A SKU's on-hand and allocated over time, per warehouse",
+    )
+    async def stock_history(
+        service: ServiceDep,
+        who: PrincipalDep,
+        owner: OwnerPath,
+        sku: SkuPath,
+        params: Annotated[StockHistoryParams, Query()],
+    ) -> Response:
+        """Running sums of the SKU's ledger per warehouse in `points` time buckets (the
+        dashboard's chart). 404 when the owner has no such SKU."""
+        return json_response(await service.stock_history(who, owner, sku, params))
+
+    @app.get(
+        "/v1/whoami",
+        response_model=WhoAmI,
+        responses=error_responses(400, 401, 403),
+        tags=["auth"],
+        summary="The caller's key scope and owner",
+    )
+    async def whoami(who: PrincipalDep, _params: Annotated[NoParams, Query()]) -> Response:
+        """What a key sees: a seller key its one owner, an OMS key every owner (null)."""
+        return json_response({"scope": who.scope.value, "owner": who.owner})
 
     @app.get(
         "/v1/freshness",

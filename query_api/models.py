@@ -94,6 +94,23 @@ class MovementParams(ConsistencyParams):
     cursor: str | None = Field(None, min_length=1, max_length=4096)
 
 
+class StockHistoryParams(ConsistencyParams):
+    warehouse: str | None = Field(
+        None, min_length=1, max_length=200, description="One warehouse only (default: all)."
+    )
+    since: ApiTime | None = Field(
+        None, description="Start of the series (default: the SKU's first ledger row)."
+    )
+    until: ApiTime | None = Field(None, description="End of the series (default: now).")
+    points: int = Field(
+        200,
+        ge=1,
+        le=MAX_LIMIT,
+        description="Number of equal time buckets over [since, until); each warehouse's "
+        "series has at most this many points plus its start and end.",
+    )
+
+
 class NoParams(_Params):
     """Endpoints without query parameters still refuse unknown ones."""
 
@@ -286,6 +303,46 @@ class FreshnessReport(BaseModel):
     regions: list[RegionStatus]
     warehouses: list[WarehouseFreshness]
     freshness: Freshness
+
+
+class HistoryPoint(BaseModel):
+    """A warehouse's figures as of `at`: the running sum of its ledger rows before it."""
+
+    at: datetime
+    on_hand: int
+    allocated: int
+
+
+class HistorySeries(BaseModel):
+    warehouse: str
+    region: str
+    points: list[HistoryPoint] = Field(
+        description="Time ascending: the opening figures at `since`, the figures at the end "
+        "of every bucket that has ledger rows, and the closing figures at `until`."
+    )
+
+
+class StockHistory(BaseModel):
+    """A SKU's on-hand and allocated over time per warehouse, from the ledger
+    (OPERATIONS.md: per warehouse, sum(d_on_hand) = on-hand, sum(d_allocated) =
+    allocated), so the closing point equals the current figures."""
+
+    owner: str
+    sku: str
+    since: datetime
+    until: datetime
+    step_ms: int = Field(description="Width of a time bucket.")
+    series: list[HistorySeries] = Field(
+        description="One per warehouse with ledger rows of the SKU, by warehouse code."
+    )
+    freshness: Freshness
+
+
+class WhoAmI(BaseModel):
+    """The caller's key: its scope and, for a seller key, the one owner it sees."""
+
+    scope: Literal["oms", "seller"]
+    owner: str | None
 
 
 class ErrorBody(BaseModel):

@@ -15,7 +15,7 @@ import queue
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from anyio import CapacityLimiter
@@ -31,6 +31,7 @@ from query_api.models import (
     FreshnessState,
     MovementParams,
     SerialListParams,
+    StockHistoryParams,
     StockListParams,
 )
 from read_model import queries
@@ -374,6 +375,43 @@ class QueryService:
             )
         return {"items": rows, "next_cursor": nxt, "freshness": self.freshness(marks, involved)}
 
+    async def stock_history(
+        self, who: Principal, owner: str, sku: str, p: StockHistoryParams
+    ) -> dict[str, Any]:
+        """A SKU's on-hand and allocated over time per warehouse, from its ledger."""
+        if p.since is not None and p.until is not None and p.since >= p.until:
+            raise bad_request("invalid_parameter", "since must be before until")
+        if not who.may_see(owner):
+            raise not_found("no such sku")
+
+        async def regions() -> set[str]:
+            if p.warehouse is not None:
+                return await self._warehouse_region(p.warehouse)
+            return await self._owner_regions(owner)
+
+        marks, involved = await self.consistent(p, regions)
+        now = self.clock()
+        found = (
+            await self.db.run(
+                queries.sku_history, owner, sku, p.warehouse, p.since, p.until, p.points, now
+            )
+            if involved
+            else None
+        )
+        if found is None:
+            raise not_found("no such sku")
+        start, step_us, buckets = found
+        end = max(p.until or now, start)
+        return {
+            "owner": owner,
+            "sku": sku,
+            "since": _iso(start),
+            "until": _iso(end),
+            "step_ms": step_us // 1000,
+            "series": history_series(start, step_us, end, buckets),
+            "freshness": self.freshness(marks, involved),
+        }
+
     async def freshness_report(self) -> dict[str, Any]:
         marks = await self.marks()
         warehouses = await self.warehouses()
@@ -492,3 +530,43 @@ def _movement_rows(
         return repository.movements_all_owners(client, warehouse, sku, since, until, limit, after)
     rows = queries.movements(client, owner, warehouse, sku, since, until, limit, after)
     return repository.with_owner(owner, rows)
+
+
+def history_series(
+    start: datetime, step_us: int, end: datetime, buckets: Sequence[queries.HistoryBucket]
+) -> list[dict[str, Any]]:
+    """Per warehouse, the running sums of its ledger buckets (ordered by warehouse, then
+    bucket; bucket -1 holds everything before `start`) as points: the opening figures at
+    `start`, the figures at the end of each bucket (capped at `end`), the closing
+    figures at `end`."""
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    on_hand = allocated = 0
+
+    def close(series: dict[str, Any]) -> None:
+        if series["points"][-1]["at"] != _iso(end):  # the last bucket may end at `end`
+            series["points"].append(_point(end, on_hand, allocated))
+
+    for b in buckets:
+        if current is None or current["warehouse"] != b.warehouse:
+            if current is not None:
+                close(current)
+            on_hand = allocated = 0
+            current = {"warehouse": b.warehouse, "region": b.region, "points": []}
+            out.append(current)
+            if b.bucket >= 0:
+                current["points"].append(_point(start, 0, 0))
+        on_hand += b.d_on_hand
+        allocated += b.d_allocated
+        if b.bucket < 0:
+            current["points"].append(_point(start, on_hand, allocated))
+        else:
+            at = min(start + timedelta(microseconds=step_us * (b.bucket + 1)), end)
+            current["points"].append(_point(at, on_hand, allocated))
+    if current is not None:
+        close(current)
+    return out
+
+
+def _point(at: datetime, on_hand: int, allocated: int) -> dict[str, Any]:
+    return {"at": _iso(at), "on_hand": on_hand, "allocated": allocated}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
@@ -564,6 +564,32 @@ _MOVEMENTS_SKU = _movements_sql(
     "(region, owner_id, sku_id) IN {keys:Array(Tuple(String, Int64, Int64))}"
 )
 
+# A SKU's ledger summed per (warehouse, time bucket): the stock-over-time series. By the
+# ledger invariant (OPERATIONS.md) the running sum of d_on_hand / d_allocated per
+# warehouse is its on-hand / allocated, so the series needs no balance history. Rows
+# before `lo` fall into bucket -1 (the opening figures); buckets are `step` wide from lo.
+_HISTORY_SCOPE = "(region, owner_id, sku_id) IN {keys:Array(Tuple(String, Int64, Int64))}"
+_HISTORY_ROWS = _latest(
+    "wms_inventory_txn_by_sku",
+    ("occurred_at", "warehouse_id", "d_on_hand", "d_allocated"),
+    ("region", "id"),
+    _HISTORY_SCOPE,
+    _CUTS,
+)
+_HISTORY = (
+    "SELECT w.code AS warehouse, t.region AS region,"
+    " if(t.occurred_at < {lo:DateTime64(6, 'UTC')}, -1,"
+    " intDiv(toUnixTimestamp64Micro(t.occurred_at) - {lo_us:Int64}, {step_us:Int64}))"
+    " AS bucket, sum(t.d_on_hand) AS d_on_hand, sum(t.d_allocated) AS d_allocated,"
+    " count() AS n_rows"
+    f" FROM {_HISTORY_ROWS} AS t"
+    f" INNER JOIN {_WAREHOUSES} AS w ON w.region = t.region AND w.id = t.warehouse_id"
+    " WHERE t.occurred_at < {hi:DateTime64(6, 'UTC')}"
+    " AND ({warehouse:String} = '' OR w.code = {warehouse:String})"
+    " GROUP BY warehouse, region, bucket ORDER BY warehouse, bucket"
+)
+_HISTORY_START = f"SELECT min(occurred_at), count() FROM {_HISTORY_ROWS} AS t"
+
 
 # -- public reads ----------------------------------------------------------------------
 
@@ -639,10 +665,12 @@ def stock_page(
     warehouse: str | None = None,
     limit: int = 100,
     after: tuple[str, str] | None = None,
+    cut: Mapping[str, int] | None = None,
 ) -> list[StockRow]:
     """An owner's keys ordered by (warehouse, sku), `limit` of them after the cursor
-    `after` = (warehouse, sku) of the previous page's last row."""
-    cut = visible_lsns(client)
+    `after` = (warehouse, sku) of the previous page's last row; as of `cut` (default: the
+    watermarks now; reconciliation passes an older LSN, regions left out see nothing)."""
+    cut = dict(visible_lsns(client) if cut is None else cut)
     out: list[StockRow] = []
     aw, asku = after or ("", "")
     for region, oid in sorted(owner_ids(client, owner, cut).items()):
@@ -778,6 +806,66 @@ def movements(
             **_cuts(cut),
         },
     )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryBucket:
+    """A SKU's ledger at one warehouse summed over one time bucket (-1: before `since`)."""
+
+    warehouse: str
+    region: str
+    bucket: int
+    d_on_hand: int
+    d_allocated: int
+    n_rows: int
+
+
+def sku_history(
+    client: Client,
+    owner: str,
+    sku: str,
+    warehouse: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    points: int,
+    now: datetime,
+) -> tuple[datetime, int, list[HistoryBucket]] | None:
+    """A SKU's ledger per warehouse in `points` equal time buckets over [since, until):
+    (since, bucket width in microseconds, buckets ordered by warehouse and bucket), or
+    None when the owner has no such SKU as of the cut. `since` defaults to the SKU's
+    first ledger row. Without `until` the buckets span up to `now` and every row counts
+    (a WMS clock slightly ahead must not drop a row from the closing figures). One
+    visibility cut for both reads, so the series is of one committed state."""
+    cut = visible_lsns(client)
+    keys = _sku_keys(client, owner, sku, cut)
+    if not keys:
+        return None
+    params: dict[str, Any] = {"keys": keys, **_cuts(cut)}
+    start = since
+    if start is None:
+        first, n = _query(client, _HISTORY_START, params, "history start")[0]
+        start = min(_utc(first), now) if n else (until or now)
+    span_us = max(0, ((until or now) - start) // _MICROSECOND)
+    step_us = max(1_000_000, -(-span_us // max(1, points)))  # ceil, at least a second
+    lo_us = (start - _EPOCH) // _MICROSECOND
+    rows = _rows(
+        client,
+        HistoryBucket,
+        _HISTORY,
+        {
+            **params,
+            "lo": start,
+            "lo_us": lo_us,
+            "step_us": step_us,
+            "hi": until or datetime(2299, 12, 31, tzinfo=UTC),
+            "warehouse": warehouse or "",
+        },
+    )
+    return start, step_us, rows
 
 
 def watermarks(client: Client) -> list[WatermarkRow]:
