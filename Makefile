@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The dashboard's front-end packages (npm registry, pinned by the lock file), copied into
+# the API's static files: nothing is loaded from a CDN at run time.
+VENDOR := query_api/static/vendor
+VENDOR_STAMP := $(VENDOR)/.installed-$(shell sha1sum frontend/package-lock.json | cut -c1-12)
 
 .DEFAULT_GOAL := help
 
@@ -18,16 +22,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
+$(VENDOR_STAMP): frontend/package.json frontend/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard's front-end packages: sudo apt-get install -y nodejs npm" >&2; exit 1; }
+	cd frontend && npm ci --no-audit --no-fund --ignore-scripts
+	mkdir -p $(VENDOR)
+	cp frontend/node_modules/uplot/dist/uPlot.esm.js frontend/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
+	cp frontend/node_modules/uplot/LICENSE $(VENDOR)/uPlot.LICENSE
+	@rm -f $(VENDOR)/.installed-*; touch $@
+
+.PHONY: vendor
+vendor: $(VENDOR_STAMP) ## Dashboard front-end packages: npm ci, copied into query_api/static/vendor
+
 .PHONY: install
-install: $(STAMP) ## Python deps, PostgreSQL 15 (apt, as root), Kafka/Connect/Debezium jars (Maven)
+install: $(STAMP) $(VENDOR_STAMP) ## Python deps, PostgreSQL 15 (apt, as root), Kafka/Connect/Debezium jars (Maven), dashboard packages (npm)
 	$(BIN)/stockcdc infra install
+
+.PHONY: browser
+browser: $(STAMP) ## Chromium for the dashboard's browser tests (Debian's package: apt, as root)
+	$(BIN)/stockcdc infra install --browser
 
 .PHONY: demo
 demo: install ## Run the product: start every service and show changes flowing
 	$(BIN)/stockcdc demo
 
 .PHONY: test
-test: install lint ## Run the whole test suite against real services (started and stopped here)
+test: install browser lint ## Run the whole test suite against real services (started and stopped here)
 	bash infra/run-tests.sh $(PYTEST_ARGS)
 
 .PHONY: unit

@@ -32,9 +32,23 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 @infra_app.command()
-def install() -> None:
+def install(
+    browser: bool = typer.Option(
+        False, "--browser", help="Only Chromium (Debian's package), for the browser tests."
+    ),
+) -> None:
     """Install or check what the services need: PostgreSQL 15, Java 17+, the Maven jars."""
     settings = get_settings()
+    if browser:
+        from infra.browser import ensure_chromium
+
+        try:
+            with console.status("checking Chromium (Debian's package)"):
+                path = ensure_chromium()
+        except InfraError as exc:
+            raise _fail(exc) from exc
+        console.print(f"chromium {path}")
+        return
     try:
         with console.status("checking PostgreSQL 15 server binaries"):
             ensure_server_binaries()
@@ -108,6 +122,8 @@ def demo(
         run_demo(get_settings(), console, rate=rate, keep_services=keep_services)
     except InfraError as exc:
         raise _fail(exc) from exc
+    except KeyboardInterrupt:  # Ctrl-C is how the demo ends: everything is stopped by now
+        console.print("demo stopped")
 
 
 @app.command("migrate")
@@ -193,6 +209,54 @@ def apikey_create(
         "Append the config line to STOCKCDC_API_KEYS (comma separated); the key is "
         "not stored anywhere, hand it to its user now."
     )
+
+
+bi_app = typer.Typer(no_args_is_help=True, help="BI access: daily stock snapshots, server DDL.")
+app.add_typer(bi_app, name="bi")
+
+
+@bi_app.command("snapshot")
+def bi_snapshot(
+    day: str | None = typer.Option(None, help="Day (YYYY-MM-DD, UTC); default: yesterday."),
+    cut: str | None = typer.Option(
+        None, help="Snapshot as of this ISO time instead of the day's end (tests, demos)."
+    ),
+) -> None:
+    """Store every key's stock figures as of the end of a day in bi_stock_daily
+    (idempotent: run it again, or for any past day, to backfill)."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from read_model.bi import NotCaughtUp, snapshot_stock
+    from read_model.client import make_client
+
+    settings = get_settings()
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+        cut_ts = datetime.fromisoformat(cut) if cut else None
+        if cut_ts is not None and cut_ts.tzinfo is None:
+            raise ValueError("--cut needs a UTC offset, e.g. 2026-01-31T18:00:00+00:00")
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    client = make_client(settings)
+    try:
+        snap = snapshot_stock(client, when, cut_ts)
+    except NotCaughtUp as exc:
+        raise _fail(exc) from exc
+    finally:
+        client.close()
+    console.print(f"{snap.day}: {snap.rows} keys as of {snap.cut_ts.isoformat()} ({snap.cuts})")
+
+
+@bi_app.command("access-ddl")
+def bi_access_ddl() -> None:
+    """Print the server-mode DDL: role bi_reader, BI limits profile, users and per-seller
+    row policies, from STOCKCDC_BI_DATABASE / _BI_USERS / _BI_SELLER_USERS."""
+    from read_model.bi import render_access_ddl
+
+    try:
+        sys.stdout.write(render_access_ddl(get_settings()))
+    except ValueError as exc:
+        raise _fail(exc) from exc
 
 
 def main() -> None:
