@@ -3,7 +3,8 @@
 Starts the regional WMS databases, Kafka and Connect with Debezium, seeds the warehouses
 (first run only), shows one WMS commit arriving on Kafka, then runs the simulated
 warehouses at a gentle rate while the projector and the Query API serve near-real-time
-stock. Ctrl-C stops everything.
+stock, and prints the seller dashboard's URL with the demo keys. A progress bar shows the
+set-up; Ctrl-C stops the API, the projector, the simulator and every service.
 """
 
 from __future__ import annotations
@@ -14,20 +15,61 @@ import uuid
 
 import psycopg
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cdc_consumers.raw import end_offsets, iter_events
 from infra import services
 from infra.errors import InfraError
+from query_api.auth import DEMO_KEYS
 from query_api.server import serve
 from simulator.seed import parse_size, seed_region
 from simulator.workload import run as run_workload
 from stockcdc.settings import Settings
 
-#: The dev-only keys whose hashes are the default STOCKCDC_API_KEYS.
-DEMO_KEYS = {
-    "OMS (all sellers)": "dev-oms-DO-NOT-DEPLOY",
-    "seller SELLER-0001": "dev-seller-0001-DO-NOT-DEPLOY",
-}
+SELLER_KEY = DEMO_KEYS["seller:SELLER-0001"]
+OMS_KEY = DEMO_KEYS["oms"]
+
+
+def start_services(settings: Settings, console: Console) -> None:
+    """`services.up` with a progress bar: one step per regional WMS, Kafka, Connect and
+    the Debezium connectors."""
+    steps = len(settings.region_list()) + 3
+    columns = (SpinnerColumn(), TextColumn("{task.description:<48}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("starting services", total=steps)
+        done = -1
+
+        def step(message: str) -> None:
+            nonlocal done
+            done += 1
+            bar.update(task, completed=done, description=f"starting {message}")
+
+        services.up(settings, progress=step)
+        bar.update(task, completed=steps, description="services up")
+
+
+def print_welcome(settings: Settings, console: Console, rate: float) -> None:
+    """Where to look, and with which keys."""
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(
+        f"\n[bold green]Dashboard[/]  {base}/dashboard/\n"
+        f"  sign in with the seller key  [bold]{SELLER_KEY}[/]  (SELLER-0001)\n"
+        f"[bold]Query API[/]  {base}/docs\n"
+        f"  OMS key (every seller)  {OMS_KEY}\n"
+        f"  try: curl -H 'Authorization: Bearer {OMS_KEY}'"
+        f" '{base}/v1/stock?owner=SELLER-0001&limit=5'\n"
+        "  DEV-ONLY keys: set STOCKCDC_API_KEYS to replace them.\n"
+        f"Simulated warehouses: {rate:g} operations/s per region; the figures change as they"
+        " work. [bold]Ctrl-C stops everything.[/]\n"
+    )
 
 
 def seed_if_empty(settings: Settings, console: Console, size: str = "small") -> None:
@@ -69,8 +111,7 @@ def show_a_change_flowing(settings: Settings, console: Console) -> None:
 def run_demo(settings: Settings, console: Console, *, rate: float, keep_services: bool) -> None:
     """Everything up, seeded, flowing; the API in the foreground until Ctrl-C."""
     started = time.monotonic()
-    with console.status("starting services") as st:
-        services.up(settings, progress=lambda m: st.update(f"starting {m}"))
+    start_services(settings, console)
     console.print(f"[green]services up[/] in {time.monotonic() - started:.0f}s")
     stop = threading.Event()
     try:
@@ -84,17 +125,7 @@ def run_demo(settings: Settings, console: Console, *, rate: float, keep_services
             daemon=True,
         )
         workload.start()
-        base = f"http://{settings.api_host}:{settings.api_port}"
-        console.print(f"\n[bold]Query API[/] {base}  (OpenAPI {base}/docs)")
-        for who, key in DEMO_KEYS.items():
-            console.print(f"  {who}: Authorization: Bearer {key}")
-        console.print(
-            f"  try: curl -H 'Authorization: Bearer {DEMO_KEYS['OMS (all sellers)']}'"
-            f" '{base}/v1/stock?owner=SELLER-0001&limit=5'"
-        )
-        console.print(
-            f"Simulated warehouses: {rate:g} operations/s per region. Ctrl-C stops everything.\n"
-        )
+        print_welcome(settings, console, rate)
         serve(settings, with_projector=True)
     finally:
         stop.set()
