@@ -5,8 +5,8 @@ Keys are 32 random bytes, so a plain SHA-256 is the right hash: there is nothing
 brute-force, and a slow KDF (scrypt) would only add latency to every request.
 
 Scopes: `oms` sees every owner; `seller` sees its one owner, everything else answers 404
-as if absent; `bi` is reserved for the BI SQL access of a later issue (no endpoint here
-accepts it yet).
+as if absent; `bi` may only run read-only SQL (`POST /v1/sql`, query_api/sql.py) and is
+refused by every other route, as seller and oms keys are refused by `/v1/sql`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from query_api.errors import ApiError
 DEMO_KEYS: Mapping[str, str] = {
     "oms": "dev-oms-DO-NOT-DEPLOY",
     "seller:SELLER-0001": "dev-seller-0001-DO-NOT-DEPLOY",
+    "bi": "dev-bi-DO-NOT-DEPLOY",
 }
 
 KEY_PREFIX = "sck_"
@@ -69,8 +70,8 @@ def parse_key_line(line: str) -> tuple[str, Principal]:
         raise KeyConfigError("an API key hash must be 64 hex digits (sha256)")
     if scope is Scope.SELLER and owner in ("", "*"):
         raise KeyConfigError("a seller key needs an owner code")
-    if scope is Scope.OMS and owner != "*":
-        raise KeyConfigError("an oms key sees every owner: write `*` as its owner")
+    if scope in (Scope.OMS, Scope.BI) and owner != "*":
+        raise KeyConfigError(f"an {scope.value} key sees every owner: write `*` as its owner")
     return digest, Principal(scope, None if owner == "*" else owner)
 
 

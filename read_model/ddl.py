@@ -89,7 +89,15 @@ def render_wms_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
     return "\n".join(out)
 
 
-def _current_view(view: str, table: str, spec: TableSpec, group: tuple[str, ...]) -> str:
+def _current_view(
+    view: str,
+    table: str,
+    spec: TableSpec,
+    group: tuple[str, ...],
+    cut: str | None = None,
+) -> str:
+    """Per key of `group`, the latest version at or below `cut` (default: the region's
+    watermark), deleted keys dropped."""
     rest = [n for n in (*spec.column_names, "_extra", "_lsn", "_commit_lsn") if n not in group]
     packed = ", ".join(f"`{n}`" for n in (*rest, "_is_deleted"))
     unpacked = ",\n    ".join(f"v.{i} AS `{n}`" for i, n in enumerate(rest, start=1))
@@ -100,7 +108,7 @@ def _current_view(view: str, table: str, spec: TableSpec, group: tuple[str, ...]
         f"FROM\n(\n"
         f"    SELECT {keys}, argMax(tuple({packed}), (_commit_lsn, _lsn)) AS v\n"
         f"    FROM {table}\n"
-        f"    WHERE _commit_lsn <= {_WATERMARK_OF_REGION}\n"
+        f"    WHERE _commit_lsn <= {cut or _WATERMARK_OF_REGION}\n"
         f"    GROUP BY {keys}\n"
         f")\nWHERE v.{len(rest) + 1} = 0;\n"
     )
@@ -127,11 +135,272 @@ def render_current_views(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
     return "\n".join(out)
 
 
+# -- BI relations (issue 7) ----------------------------------------------------------
+
+#: Status figures of wms/OPERATIONS.md (Σ qty_on_hand with that status).
+_STATUS_FIGURES = ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
+#: Tables the stock figures read; `_at_<table>` gives their state at a cut.
+_AT_TABLES = (
+    "warehouse", "owner", "sku", "location", "lot", "inventory", "inbound_order",
+    "inbound_line", "inventory_txn",
+)  # fmt: skip
+#: A cut bound as two arrays (regions, commit LSNs); a region not in it sees nothing.
+_CUT_PARAMS = "wr = {wr:Array(String)}, wl = {wl:Array(UInt64)}"
+_CUT_OF_REGION = "mapFromArrays({wr:Array(String)}, {wl:Array(UInt64)})[region]"
+
+
+def _cur(table: str) -> str:
+    return f"cur_{table}"
+
+
+def _at(table: str) -> str:
+    return f"_at_{table}({_CUT_PARAMS})"
+
+
+def _stock_figures(src: Callable[[str], str]) -> str:
+    """Stock figures (wms/OPERATIONS.md) of every (owner, warehouse, sku) with global
+    codes, over the rows `src(table)` gives: the current state (`cur_*`) or the state at
+    a cut (`_at_*`). The owner is the SKU's, as in the oracle; a key exists when it has
+    balance rows or open inbound quantity."""
+    q = "toInt64(i.qty_on_hand)"
+    avail = "i.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
+    names = [s.lower() for s in _STATUS_FIGURES]
+    per_status = ",\n            ".join(
+        f"if(i.status = '{s}', {q}, 0) AS {n}" for s, n in zip(_STATUS_FIGURES, names, strict=True)
+    )
+    zeros = ", ".join("0" for _ in names)
+    sums = ", ".join(f"sum({n}) AS {n}" for n in names)
+    outer = ", ".join(f"f.{n} AS {n}" for n in names)
+    return f"""SELECT f.region AS region, ow.code AS owner, wh.code AS warehouse,
+    sk.sku_code AS sku, f.on_hand AS on_hand, f.available AS available,
+    f.allocated AS allocated, {outer},
+    f.inbound_expected AS inbound_expected, f.earliest_expiry AS earliest_expiry,
+    f.last_movement_at AS last_movement_at
+FROM
+(
+    SELECT region, sku_id, warehouse_id, sum(on_hand) AS on_hand,
+        sum(available) AS available, sum(allocated) AS allocated, {sums},
+        sum(inbound) AS inbound_expected, min(expiry) AS earliest_expiry,
+        max(moved_at) AS last_movement_at, max(has_balance) AS any_balance
+    FROM
+    (
+        SELECT i.region AS region, i.sku_id AS sku_id, i.warehouse_id AS warehouse_id,
+            {q} AS on_hand, if({avail}, {q} - i.qty_allocated, 0) AS available,
+            toInt64(i.qty_allocated) AS allocated,
+            {per_status},
+            toInt64(0) AS inbound,
+            if({avail} AND i.qty_on_hand > i.qty_allocated, lt.expiry_date, NULL) AS expiry,
+            CAST(NULL, 'Nullable(DateTime64(6, \\'UTC\\'))') AS moved_at, 1 AS has_balance
+        FROM {src("inventory")} AS i
+        LEFT JOIN {src("location")} AS l ON l.region = i.region AND l.id = i.location_id
+        LEFT JOIN {src("lot")} AS lt ON lt.region = i.region AND lt.id = i.lot_id
+        UNION ALL
+        SELECT o.region, il.sku_id, o.warehouse_id, 0, 0, 0, {zeros},
+            greatest(toInt64(il.qty_expected) - il.qty_received, 0), NULL, NULL, 0
+        FROM {src("inbound_line")} AS il
+        INNER JOIN {src("inbound_order")} AS o
+            ON o.region = il.region AND o.id = il.inbound_order_id
+        WHERE o.status IN ('CREATED', 'IN_TRANSIT', 'ARRIVED', 'RECEIVING')
+        UNION ALL
+        SELECT region, sku_id, warehouse_id, 0, 0, 0, {zeros}, 0, NULL, occurred_at, 0
+        FROM {src("inventory_txn")}
+    )
+    GROUP BY region, sku_id, warehouse_id
+    HAVING any_balance = 1 OR inbound_expected > 0
+) AS f
+INNER JOIN {src("sku")} AS sk ON sk.region = f.region AND sk.id = f.sku_id
+INNER JOIN {src("owner")} AS ow ON ow.region = f.region AND ow.id = sk.owner_id
+INNER JOIN {src("warehouse")} AS wh ON wh.region = f.region AND wh.id = f.warehouse_id
+SETTINGS join_use_nulls = 1"""
+
+
+def _lot_figures() -> str:
+    """Per-lot figures of every (owner, warehouse, sku, lot), FEFO rank within the key."""
+    q = "toInt64(i.qty_on_hand)"
+    avail = "i.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
+    names = [s.lower() for s in _STATUS_FIGURES]
+    per_status = ",\n            ".join(
+        f"sum(if(i.status = '{s}', {q}, 0)) AS {n}"
+        for s, n in zip(_STATUS_FIGURES, names, strict=True)
+    )
+    outer = ", ".join(f"b.{n} AS {n}" for n in names)
+    return f"""SELECT b.region AS region, ow.code AS owner, wh.code AS warehouse,
+    sk.sku_code AS sku, lt.lot_no AS lot_no, lt.production_date AS production_date,
+    lt.expiry_date AS expiry_date, lt.first_received_at AS first_received_at,
+    b.on_hand AS on_hand, b.available AS available, b.allocated AS allocated, {outer},
+    row_number() OVER (PARTITION BY b.region, b.warehouse_id, b.sku_id
+        ORDER BY lt.expiry_date ASC NULLS LAST, lt.first_received_at ASC NULLS LAST,
+        lt.lot_no ASC) AS fefo_rank
+FROM
+(
+    SELECT i.region AS region, i.warehouse_id AS warehouse_id, i.sku_id AS sku_id,
+        i.lot_id AS lot_id, sum({q}) AS on_hand,
+        sum(if({avail}, {q} - i.qty_allocated, 0)) AS available,
+        sum(toInt64(i.qty_allocated)) AS allocated,
+            {per_status}
+    FROM cur_inventory AS i
+    LEFT JOIN cur_location AS l ON l.region = i.region AND l.id = i.location_id
+    WHERE i.lot_id IS NOT NULL
+    GROUP BY region, warehouse_id, sku_id, lot_id
+) AS b
+INNER JOIN cur_lot AS lt ON lt.region = b.region AND lt.id = b.lot_id
+INNER JOIN cur_sku AS sk ON sk.region = b.region AND sk.id = b.sku_id
+INNER JOIN cur_owner AS ow ON ow.region = b.region AND ow.id = sk.owner_id
+INNER JOIN cur_warehouse AS wh ON wh.region = b.region AND wh.id = b.warehouse_id
+SETTINGS join_use_nulls = 1"""
+
+
+_BI_SERIALS = """SELECT owner, sku, serial_no, v.1 AS status, v.2 AS region, v.3 AS warehouse,
+    v.4 AS location, v.5 AS lot_no, v.6 AS received_at, v.7 AS shipped_at,
+    v.8 AS receive_count, v.9 AS updated_at, regions
+FROM
+(
+    SELECT ow.code AS owner, sk.sku_code AS sku, s.serial_no AS serial_no,
+        argMax(tuple(s.status, s.region, wh.code,
+            if(s.location_id IS NULL, NULL, l.code), if(s.lot_id IS NULL, NULL, lt.lot_no),
+            s.received_at,
+            s.shipped_at, s.receive_count, s.updated_at),
+            (s.status != 'SHIPPED', s.updated_at)) AS v,
+        arraySort(groupUniqArray(s.region)) AS regions
+    FROM cur_serial_number AS s
+    INNER JOIN cur_sku AS sk ON sk.region = s.region AND sk.id = s.sku_id
+    INNER JOIN cur_owner AS ow ON ow.region = s.region AND ow.id = sk.owner_id
+    INNER JOIN cur_warehouse AS wh ON wh.region = s.region AND wh.id = s.warehouse_id
+    LEFT JOIN cur_location AS l ON l.region = s.region AND l.id = s.location_id
+    LEFT JOIN cur_lot AS lt ON lt.region = s.region AND lt.id = s.lot_id
+    GROUP BY owner, sku, serial_no
+)
+SETTINGS join_use_nulls = 1"""
+
+_BI_MOVEMENTS = """SELECT t.region AS region, t.id AS id, t.occurred_at AS occurred_at,
+    t.txn_type AS txn_type, ow.code AS owner, wh.code AS warehouse, sk.sku_code AS sku,
+    lt.lot_no AS lot_no, sn.serial_no AS serial_no, fl.code AS from_location,
+    tl.code AS to_location, t.from_status AS from_status, t.to_status AS to_status,
+    t.qty AS qty, t.d_on_hand AS d_on_hand, t.d_allocated AS d_allocated,
+    t.reason_code AS reason_code, t.ref_type AS ref_type, t.ref_no AS ref_no,
+    t.operator AS operator
+FROM cur_inventory_txn AS t
+INNER JOIN cur_sku AS sk ON sk.region = t.region AND sk.id = t.sku_id
+INNER JOIN cur_owner AS ow ON ow.region = t.region AND ow.id = sk.owner_id
+INNER JOIN cur_warehouse AS wh ON wh.region = t.region AND wh.id = t.warehouse_id
+LEFT JOIN cur_lot AS lt ON lt.region = t.region AND lt.id = t.lot_id
+LEFT JOIN cur_serial_number AS sn ON sn.region = t.region AND sn.id = t.serial_id
+LEFT JOIN cur_location AS fl ON fl.region = t.region AND fl.id = t.from_location_id
+LEFT JOIN cur_location AS tl ON tl.region = t.region AND tl.id = t.to_location_id
+SETTINGS join_use_nulls = 1"""
+
+#: Age buckets by in_date (days, UTC): (column, lowest age, highest age or None).
+AGE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("qty_0_30", 0, 30),
+    ("qty_31_60", 31, 60),
+    ("qty_61_90", 61, 90),
+    ("qty_91_180", 91, 180),
+    ("qty_over_180", 181, None),
+)
+
+
+def _inventory_age() -> str:
+    def bucket(lo: int, hi: int | None) -> str:
+        cond = f"age >= {lo}" + (f" AND age <= {hi}" if hi is not None else "")
+        return f"sumIf(qty, {cond})"
+
+    cols = ",\n        ".join(f"{bucket(lo, hi)} AS {name}" for name, lo, hi in AGE_BUCKETS)
+    return f"""SELECT b.region AS region, ow.code AS owner, wh.code AS warehouse,
+    sk.sku_code AS sku, b.as_of_date AS as_of_date, b.on_hand AS on_hand,
+    {", ".join(f"b.{name} AS {name}" for name, _, _ in AGE_BUCKETS)},
+    b.oldest_in_date AS oldest_in_date
+FROM
+(
+    SELECT region, warehouse_id, sku_id, any(today_utc) AS as_of_date, sum(qty) AS on_hand,
+        {cols},
+        min(in_date) AS oldest_in_date
+    FROM
+    (
+        SELECT region, warehouse_id, sku_id, toInt64(qty_on_hand) AS qty, in_date,
+            toDate(now('UTC'), 'UTC') AS today_utc,
+            dateDiff('day', toDate(in_date, 'UTC'), today_utc) AS age
+        FROM cur_inventory
+    )
+    GROUP BY region, warehouse_id, sku_id
+) AS b
+INNER JOIN cur_sku AS sk ON sk.region = b.region AND sk.id = b.sku_id
+INNER JOIN cur_owner AS ow ON ow.region = b.region AND ow.id = sk.owner_id
+INNER JOIN cur_warehouse AS wh ON wh.region = b.region AND wh.id = b.warehouse_id"""
+
+
+#: The documented BI relations (README "BI access"), in the order they are created.
+BI_RELATIONS: tuple[str, ...] = (
+    "bi_stock", "bi_stock_lots", "bi_serials", "bi_movements", "bi_inventory_age",
+    "bi_stock_history",
+)  # fmt: skip
+
+_STOCK_COLUMNS = (
+    "    `region` LowCardinality(String),\n    `owner` String,\n    `warehouse` String,\n"
+    "    `sku` String,\n"
+    + "".join(
+        f"    `{n}` Int64,\n"
+        for n in (
+            "on_hand", "available", "allocated", *(s.lower() for s in _STATUS_FIGURES),
+            "inbound_expected",
+        )
+    )
+    + "    `earliest_expiry` Nullable(Date32),\n"
+    "    `last_movement_at` Nullable(DateTime64(6, 'UTC'))"
+)  # fmt: skip
+
+
+def render_bi_relations(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
+    """007: the BI relations over the watermark-cut current state, the state at a cut
+    (`_at_*`, `_bi_stock_at`) and the daily stock history it fills."""
+    out = [_HEADER.format(what="BI relations (README, BI access)")]
+    for t in _AT_TABLES:
+        out.append(
+            _current_view(f"_at_{t}", table_name(t), model[t], model[t].primary_key,
+                          _CUT_OF_REGION)
+        )  # fmt: skip
+    views = (
+        ("bi_stock", _stock_figures(_cur)),
+        ("_bi_stock_at", _stock_figures(_at)),
+        ("bi_stock_lots", _lot_figures()),
+        ("bi_serials", _BI_SERIALS),
+        ("bi_movements", _BI_MOVEMENTS),
+        ("bi_inventory_age", _inventory_age()),
+    )
+    for name, body in views:
+        # Public relations run with their definer's rights: a BI role needs SELECT on
+        # them only, never on the tables below (read_model.bi.render_access_ddl).
+        security = "" if name.startswith("_") else " DEFINER = CURRENT_USER SQL SECURITY DEFINER"
+        out.append(f"CREATE VIEW IF NOT EXISTS {name} ${{ON_CLUSTER}}{security} AS\n{body};\n")
+    out.append(
+        "CREATE TABLE IF NOT EXISTS bi_stock_daily ${ON_CLUSTER}\n(\n    `day` Date,\n"
+        f"{_STOCK_COLUMNS},\n"
+        "    `cut_ts` DateTime64(3, 'UTC'),\n    `cut_lsn` UInt64,\n"
+        "    `taken_at` DateTime64(6, 'UTC')\n)\n"
+        "ENGINE = ${REPLICATED}ReplacingMergeTree(taken_at)\n"
+        "ORDER BY (day, region, owner, warehouse, sku);\n"
+    )
+    out.append(
+        "CREATE VIEW IF NOT EXISTS bi_stock_history ${ON_CLUSTER}"
+        " DEFINER = CURRENT_USER SQL SECURITY DEFINER AS\n"
+        "SELECT d.day AS day, d.region AS region, d.owner AS owner, d.warehouse AS warehouse,\n"
+        "    d.sku AS sku, d.on_hand AS on_hand, d.available AS available,\n"
+        "    d.allocated AS allocated, "
+        + ", ".join(f"d.{s.lower()} AS {s.lower()}" for s in _STATUS_FIGURES)
+        + ",\n    d.inbound_expected AS inbound_expected, d.earliest_expiry AS earliest_expiry,\n"
+        "    d.last_movement_at AS last_movement_at, d.cut_ts AS cut_ts\n"
+        "FROM bi_stock_daily AS d\n"
+        "WHERE (d.day, d.region, d.taken_at) IN\n"
+        "    (SELECT day, region, max(taken_at) FROM bi_stock_daily GROUP BY day, region);\n"
+    )
+    return "\n".join(out)
+
+
 _HEADER = "-- GENERATED by `python -m read_model.ddl` from the WMS model: {what}.\n"
 
 GENERATED: Mapping[str, Callable[[], str]] = {
     "002_wms_tables.sql": render_wms_tables,
     "003_current_views.sql": render_current_views,
+    "007_bi_relations.sql": render_bi_relations,
 }
 
 

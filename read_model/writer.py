@@ -131,6 +131,7 @@ class ProjectionWriter:
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
         self._flush(buffers, stats)
+        self._log_commits(region, transactions)
         if watermark is not None:
             self.advance(watermark)
         return stats
@@ -165,6 +166,22 @@ class ProjectionWriter:
         )
 
     # -- internals -----------------------------------------------------------------
+
+    def _log_commits(self, region: str, transactions: Sequence[Transaction]) -> None:
+        """Commit LSN → source commit time of the batch's transactions (`_commit_log`):
+        what makes the state at a past moment exact (read_model.bi daily snapshots).
+        Written before the watermark, so a visible commit always has its time."""
+        if not transactions:
+            return
+        self._insert(
+            "_commit_log",
+            [
+                [region] * len(transactions),
+                [tx.commit_lsn for tx in transactions],
+                [ms_to_datetime(tx.commit_ts_ms) for tx in transactions],
+            ],
+            ["region", "commit_lsn", "commit_ts"],
+        )
 
     def _buffer(
         self,

@@ -70,10 +70,11 @@ class Region:
 
 
 #: DEV-ONLY API keys (their clear text is in query_api/auth.py DEMO_KEYS and the README):
-#: an OMS key and a seller key for SELLER-0001. Never deploy with these.
+#: an OMS key, a seller key for SELLER-0001 and a BI key. Never deploy with these.
 DEV_API_KEYS: tuple[str, ...] = (
     "oms:*:321537800f83ae5e721ca5594f727e2c5ba6de10b355a59019332903f8792bbe",
     "seller:SELLER-0001:ec6559e7ec4653425a4d8aecf54c568a0cb13baf95e2d2bda55246b898defe36",
+    "bi:*:0118ecbd156e294d6bfecc8494132c5578a48c443bd729d1ee00bd5227287676",
 )
 
 
@@ -161,7 +162,28 @@ class Settings(BaseSettings):
     # serializes its own calls). chDB uses one: parallel chDB queries measured slower.
     api_clickhouse_pool: int = 4
 
-    @field_validator("regions", "api_keys", mode="before")
+    # BI SQL (`POST /v1/sql`, read_model/bi.py): limits the engine enforces on every BI
+    # query (readonly session: a query cannot raise them), and where BI queries go
+    # (unset: the read model's URL; in server mode give it the BI user's credentials).
+    bi_clickhouse_url: str | None = None
+    bi_max_execution_time_s: float = 30.0
+    bi_max_memory_bytes: int = 1_000_000_000
+    bi_max_result_rows: int = 1_000_000
+    bi_max_result_bytes: int = 256_000_000
+    bi_max_sql_chars: int = 100_000
+    # Daily stock snapshots (`bi_stock_history`): how often the API's job looks for
+    # finished days to snapshot (0: never; `stockcdc bi snapshot` backfills), and how many
+    # past days it fills when some are missing.
+    bi_snapshot_interval_s: float = 300.0
+    bi_snapshot_backfill_days: int = 7
+    # Server-mode BI access DDL (`stockcdc bi access-ddl`): the database of the BI
+    # relations, users that see every owner, and per-seller users `<user>=<owner code>`
+    # (row policies on owner); comma separated.
+    bi_database: str = "default"
+    bi_users: Annotated[tuple[str, ...], NoDecode] = ("bi_api",)
+    bi_seller_users: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("regions", "api_keys", "bi_users", "bi_seller_users", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
