@@ -114,6 +114,7 @@ class Projector:
     stop: threading.Event = field(default_factory=threading.Event)
     _assemblers: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
     _revoking: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
+    _fresh: set[TopicPartition] = field(default_factory=set)
     _regions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,6 +164,8 @@ class Projector:
         try:
             while not self.stop.is_set():
                 polled = consumer.poll(timeout_ms=50)
+                if self._fresh:
+                    self._start_fresh(consumer)
                 for tp, records in polled.items():
                     assembler = self._assemblers.get(tp)
                     if assembler is None:
@@ -199,6 +202,7 @@ class Projector:
         """Set aside the state of every partition before the group rejoins, so that
         `assigned_regions` never shows a region two members both claim."""
         for tp in partitions:
+            self._fresh.discard(tp)
             if tp in self._assemblers:
                 self._revoking[tp] = self._assemblers.pop(tp)
         metrics.ASSIGNED.set(len(self._assemblers))
@@ -206,20 +210,26 @@ class Projector:
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Keep the state of partitions we had and keep: kafka-python keeps their fetch
         position too. Lost ones are dropped (their new owner restarts from the committed
-        boundary); new ones start fresh from the region's stored watermark."""
+        boundary); new ones are started by `_start_fresh` after `poll` returns (this
+        runs inside kafka-python's network loop: no I/O here, or the group stalls)."""
         kept, self._revoking = self._revoking, {}
-        new = []
         for tp in partitions:
             if tp in kept:
                 self._assemblers[tp] = kept[tp]
             elif tp not in self._assemblers:
-                new.append(tp)
-        if new:
+                self._fresh.add(tp)
+        metrics.ASSIGNED.set(len(self._assemblers) + len(self._fresh))
+
+    def _start_fresh(self, consumer: KafkaConsumer) -> None:
+        """Assemblers for newly assigned partitions, resuming each region from its
+        stored watermark."""
+        fresh = {tp for tp in self._fresh if tp in consumer.assignment()}
+        self._fresh.clear()
+        if fresh:
             watermarks = self.sink.load_watermarks()
-            for tp in new:
+            for tp in fresh:
                 region = self._regions[tp.topic]
                 self._assemblers[tp] = RegionAssembler(region, watermarks.get(region))
-        metrics.ASSIGNED.set(len(self._assemblers))
         log.info(
             "projector.assignment", regions=sorted(a.region for a in self._assemblers.values())
         )
