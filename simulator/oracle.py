@@ -234,7 +234,7 @@ class Truth:
 
 
 _QTY_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Quantities))
-_STOCK_FIELDS: Final[tuple[str, ...]] = (
+STOCK_FIELDS: Final[tuple[str, ...]] = (
     *_QTY_FIELDS,
     "inbound_expected",
     "earliest_expiry",
@@ -247,7 +247,7 @@ def _read_region(cur: psycopg.Cursor[Any], region: str, truth: Truth) -> list[tu
     cur.execute(STOCK_SQL)
     for r in cur.fetchall():
         truth.stock[StockKey(r[0], r[1], r[2])] = StockFigures(
-            **dict(zip(_STOCK_FIELDS, r[3:], strict=True)), region=region
+            **dict(zip(STOCK_FIELDS, r[3:], strict=True)), region=region
         )
     cur.execute(LOTS_SQL)
     for r in cur.fetchall():

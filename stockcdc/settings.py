@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
     write_retry_initial_ms: int = 100
     write_retry_max_ms: int = 10_000
+    # Reconciliation (read_model/reconcile.py): how long a region may take to reach the
+    # WMS snapshot's point before it counts as not comparable, and how often the job in
+    # the projector process runs (0: never; `stockcdc reconcile` runs it once).
+    reconcile_timeout_s: float = 60.0
+    reconcile_interval_s: float = 0.0
 
     # Seconds to wait for a service to come up.
     start_timeout_s: float = 180.0
