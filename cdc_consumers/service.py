@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
+import structlog
+from clickhouse_connect.driver.client import Client
 from kafka import KafkaConsumer, TopicPartition
 
 from cdc_consumers.projector import Projector
@@ -17,12 +19,49 @@ from read_model.migrate import migrate
 from read_model.writer import ProjectionWriter
 from stockcdc.settings import Settings
 
+log = structlog.get_logger(__name__)
 
-def build_projector(settings: Settings) -> Projector:
-    """A projector writing to `settings.clickhouse_dsn`, its schema migrated first."""
-    client = make_client(settings)
+
+def build_projector(settings: Settings, client: Client | None = None) -> Projector:
+    """A projector writing to `client` (default: a new one on `settings.clickhouse_dsn`),
+    its schema migrated first."""
+    client = client or make_client(settings)
     migrate(client, settings.clickhouse_cluster)
     return Projector(settings, ProjectionWriter(client))
+
+
+@contextmanager
+def every(interval_s: float, job: Callable[[], object], name: str) -> Iterator[None]:
+    """Run `job` every `interval_s` seconds in a background thread (never when the
+    interval is 0) until the block exits. A failing run is logged and the next one
+    still happens: a scheduled check must not die quietly."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                job()
+            except Exception:
+                log.exception("job.failed", job=name)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    if interval_s > 0:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=60)
+
+
+@contextmanager
+def reconciling(settings: Settings, client: Client) -> Iterator[None]:
+    """The scheduled reconciliation of this process (`settings.reconcile_interval_s`)."""
+    from read_model.reconcile import reconcile
+
+    with every(settings.reconcile_interval_s, lambda: reconcile(settings, client), "reconcile"):
+        yield
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from query_api.models import (
     MovementPage,
     MovementParams,
     NoParams,
+    ReconciliationReport,
     SerialDetail,
     SerialList,
     SerialListParams,
@@ -44,6 +45,7 @@ from query_api.models import (
 from query_api.models import LotList as LotListModel
 from query_api.service import QueryService, ReadModel
 from read_model.errors import ReadModelError
+from read_model.reconcile import last_report
 from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -277,6 +279,21 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
         service: ServiceDep, who: PrincipalDep, _params: Annotated[NoParams, Query()]
     ) -> Response:
         return json_response(await service.freshness_report())
+
+    @app.get(
+        "/v1/reconciliation",
+        response_model=ReconciliationReport,
+        responses=error_responses(400, 401, 403, 404),
+        tags=["ops"],
+        summary="The last reconciliation of the projection with every regional WMS",
+    )
+    async def reconciliation(who: PrincipalDep, _params: Annotated[NoParams, Query()]) -> Response:
+        if who.scope is not Scope.OMS:
+            raise ApiError(403, "forbidden", "the reconciliation report is for OMS keys")
+        report = last_report(settings)
+        if report is None:
+            raise ApiError(404, "not_found", "no reconciliation has run yet")
+        return json_response(report)
 
     @app.get("/healthz", response_model=Health, tags=["ops"], summary="The process is up")
     async def healthz(_params: Annotated[NoParams, Query()]) -> Response:

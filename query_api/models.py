@@ -386,3 +386,44 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
         }
         for code in codes
     }
+
+
+class ReconciledTable(BaseModel):
+    """One replicated table of one region: row counts, checksums and sampled keys."""
+
+    table: str
+    source_rows: int
+    projected_rows: int
+    source_checksum: int
+    projected_checksum: int
+    missing_count: int = Field(description="Rows in the WMS, not in the projection")
+    unexpected_count: int = Field(description="Rows in the projection only")
+    different_count: int = Field(description="Rows whose values differ")
+    missing: list[Any] = Field(description="Sample of missing keys")
+    unexpected: list[Any] = Field(description="Sample of unexpected keys")
+    different: list[Any] = Field(description="Sample: [key, WMS row, projected row]")
+
+
+class ReconciledRegion(BaseModel):
+    region: str
+    comparable: bool = Field(description="False: the region never reached a common point")
+    detail: str
+    cut_lsn: int = Field(description="The LSN both sides were compared at")
+    wms_snapshot: str
+    seconds: float
+    stock_keys: int
+    differences: int
+    tables: list[ReconciledTable]
+    figures: list[dict[str, Any]] = Field(
+        description="(owner, warehouse, SKU) whose figures differ: key, wms, projection"
+    )
+
+
+class ReconciliationReport(BaseModel):
+    """The last reconciliation of the projection with every regional WMS."""
+
+    started_at: datetime
+    finished_at: datetime
+    ok: bool
+    differences: int
+    regions: list[ReconciledRegion]

@@ -15,7 +15,7 @@ import structlog
 import uvicorn
 
 from cdc_consumers.projector import Projector
-from cdc_consumers.service import running
+from cdc_consumers.service import reconciling, running
 from query_api.app import create_app
 from query_api.service import ReadModel
 from read_model.client import make_client
@@ -52,6 +52,7 @@ def serve(settings: Settings, with_projector: bool = True) -> None:
             migrate(shared, settings.clickhouse_cluster)
             projector = Projector(settings, ProjectionWriter(shared))
             thread = stack.enter_context(running(projector))
+            stack.enter_context(reconciling(settings, shared))
             threading.Thread(
                 target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True
             ).start()

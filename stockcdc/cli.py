@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -146,12 +147,20 @@ def project(
     """Run the projector: regions' CDC topics → ClickHouse, until Ctrl-C (then it commits)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from cdc_consumers.service import build_projector, progress, running, stop_on_signals
+    from cdc_consumers.service import (
+        build_projector,
+        progress,
+        reconciling,
+        running,
+        stop_on_signals,
+    )
+    from read_model.client import make_client
 
     settings = get_settings()
-    projector = build_projector(settings)
+    client = make_client(settings)
+    projector = build_projector(settings, client)
     stop_on_signals(projector)
-    with running(projector) as thread:
+    with running(projector) as thread, reconciling(settings, client):
         if not show_progress:
             thread.join()
             return
@@ -165,6 +174,45 @@ def project(
                         tasks[p.region] = bar.add_task(p.region, total=p.end)
                     bar.update(tasks[p.region], completed=p.committed, total=p.end)
                 thread.join(timeout=1.0)
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    region: Annotated[
+        list[str] | None, typer.Option(help="Only these regions (default: all).")
+    ] = None,
+    timeout: float | None = typer.Option(
+        None, help="Seconds a region may take to reach the WMS snapshot's point."
+    ),
+) -> None:
+    """Compare the projection with every regional WMS at a consistent point; print the
+    differences, write the report (.state/reconcile/last.json); exit 1 on any.
+
+    In embedded mode (chDB) run it while no projector or API holds the read model;
+    they run it themselves every STOCKCDC_RECONCILE_INTERVAL_S."""
+    from read_model.client import make_client
+    from read_model.reconcile import iter_differences, reconcile, report_dir
+
+    settings = get_settings()
+    known = {r.name: r for r in settings.region_list()}
+    unknown = sorted(set(region or ()) - set(known))
+    if unknown:
+        raise _fail(ValueError(f"unknown region(s) {unknown}; known: {sorted(known)}"))
+    client = make_client(settings)
+    try:
+        chosen = [known[r] for r in region] if region else None
+        report = reconcile(settings, client, chosen, timeout)
+    finally:
+        client.close()
+    for line in iter_differences(report):
+        console.print(line, soft_wrap=True)
+    for r in report.regions:
+        state = "[green]equal[/]" if r.comparable and not r.differences else "[red]DIFFERENT[/]"
+        console.print(f"{r.region}: {state} at LSN {r.cut_lsn} ({r.stock_keys} stock keys, "
+                      f"{sum(t.source_rows for t in r.tables)} rows, {r.seconds}s)")  # fmt: skip
+    console.print(f"report: {report_dir(settings) / 'last.json'}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -255,7 +255,8 @@ def test_openapi_is_complete(api: TestClient) -> None:
         "/v1/stock", "/v1/stock/{owner}/{warehouse}/{sku}",
         "/v1/stock/{owner}/{warehouse}/{sku}/lots", "/v1/stock/{owner}/{warehouse}/{sku}/serials",
         "/v1/serials/{owner}/{sku}/{serial_no}", "/v1/movements", "/v1/freshness",
-        "/v1/stock-history/{owner}/{sku}", "/v1/whoami", "/healthz", "/readyz", "/metrics",
+        "/v1/stock-history/{owner}/{sku}", "/v1/whoami", "/v1/reconciliation", "/healthz",
+        "/readyz", "/metrics",
     ):  # fmt: skip
         assert p in paths, p
     one = paths["/v1/stock/{owner}/{warehouse}/{sku}"]["get"]
