@@ -313,6 +313,7 @@ class Worker:
         self.pacer = pacer
         self.rng = rng
         self.stats = Stats()
+        self.error: BaseException | None = None
         self._conns: dict[str, Conn] = {}
         names = [k for k, w in mix.items() if w > 0]
         unknown = set(names) - set(DRIVERS)
@@ -349,8 +350,9 @@ class Worker:
                 op = self.rng.choices(self._ops, self._weights)[0]
                 try:
                     self.step(op)
-                except BaseException:
+                except BaseException as exc:
                     self.pacer.done()  # an unexpected failure still releases its slot
+                    self.error = exc  # re-raised by `run` once every worker is done
                     raise
         finally:
             self.close()
@@ -532,6 +534,19 @@ def _ship(w: Worker) -> bool:
     if item is None:
         return False
     order_id, wid = item
+    row = (
+        w.conn()
+        .execute(
+            "SELECT order_type, platform_order_no, order_no FROM outbound_order WHERE id = %s",
+            (order_id,),
+        )
+        .fetchone()
+    )
+    transfer = row is not None and row[0] == "TRANSFER" and bool(row[1])
+    if transfer and row is not None and row[1].split("/", 1)[0] not in w.states:
+        # Its destination region is not part of this run: it could not receive the
+        # transfer, so the order waits (still picked) for a run that includes it.
+        return False
     w.txn(
         lambda cur: ops.ship(
             cur,
@@ -540,14 +555,6 @@ def _ship(w: Worker) -> bool:
             carrier=w.rng.choice(("UPS", "DHL", "FedEx", "GLS", "SF Express")),
             operator=w.name,
         )
-    )
-    row = (
-        w.conn()
-        .execute(
-            "SELECT order_type, platform_order_no, order_no FROM outbound_order WHERE id = %s",
-            (order_id,),
-        )
-        .fetchone()
     )
     if row is not None and row[0] == "TRANSFER" and row[1]:
         _create_transfer_inbound(w, w.state.warehouses[wid], row[2], row[1])
@@ -1110,6 +1117,11 @@ def run(
         for name, t, _w in threads:
             t.join()
             ended[name] = time.monotonic()
+    failed = [wk for _n, _t, wk in threads if wk.error is not None]
+    if failed:
+        raise SimulatorError(
+            f"{len(failed)} worker(s) failed, first {failed[0].name}: {failed[0].error!r}"
+        ) from failed[0].error
     reports = []
     for r in regions:
         stats = Stats()

@@ -1,0 +1,150 @@
+"""Faults around a running projector, each under a mixed workload and each ending with
+reconciliation finding zero differences: ClickHouse refusing writes, a connector and
+Kafka Connect restarted mid-stream, a regional PostgreSQL stopped (the other regions
+stay fresh, the stopped one is stale, then catches up)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
+
+from cdc_consumers.projector import Sink
+from infra.connect import ConnectClient
+from infra.jvm import connect_service, start_connect
+from infra.pipeline import IsolatedPipeline
+from infra.postgres import Cluster
+from read_model.reconcile import reconcile
+from read_model.writer import ProjectionWriter
+from schemas.errors import TransientError
+from schemas.events import Transaction, Watermark
+from tests.integration.chain import LiveChain, live_chain
+from tests.integration.faults.profile import assert_zero_differences, profile, workload
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
+
+
+@pytest.fixture(scope="module")
+def live(pipeline: IsolatedPipeline) -> Iterator[LiveChain]:
+    with live_chain(pipeline, seed=41, size="150") as chain:
+        chain.wait_caught_up()
+        yield chain
+
+
+def _reconciled(live: LiveChain) -> None:
+    live.wait_caught_up()
+    assert_zero_differences(reconcile(live.settings, live.client, live.pipeline.regions))
+
+
+def _committed(live: LiveChain) -> dict[str, int]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=live.settings.kafka_bootstrap,
+        group_id=live.settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    try:
+        return {
+            r.name: consumer.committed(TopicPartition(r.cdc_topic, 0)) or 0
+            for r in live.pipeline.regions
+        }
+    finally:
+        consumer.close()
+
+
+class RefusingSink:
+    """The projection writer, refusing every write while `refusing` (a ClickHouse that
+    is down answers with transient errors)."""
+
+    def __init__(self, inner: ProjectionWriter) -> None:
+        self.inner = inner
+        self.refusing = True
+        self.refused = 0
+
+    def load_watermarks(self) -> dict[str, Watermark]:
+        return self.inner.load_watermarks()
+
+    def write(
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
+    ) -> object:
+        if self.refusing:
+            self.refused += 1
+            raise TransientError("injected: ClickHouse unavailable")
+        return self.inner.write(region, transactions, watermark)
+
+
+def test_clickhouse_write_failures_are_retried_and_no_offset_moves_meanwhile(
+    live: LiveChain,
+) -> None:
+    p = profile()
+    live.stop_projector()
+    sink = RefusingSink(ProjectionWriter(live.client))
+    retries_before = REGISTRY.get_sample_value("stockcdc_write_retries_total") or 0
+    settings = live.settings.model_copy(update={"write_retry_max_ms": 1000})
+    with workload(live.settings, live.pipeline.regions, p.rate, seed=1):
+        time.sleep(1)
+        committed = _committed(live)
+        typed: Sink = sink
+        live.start_projector(settings, typed)
+        time.sleep(p.write_failure_s)
+        assert sink.refused >= 2, "the projector should have tried and retried"
+        assert _committed(live) == committed, "offsets moved while ClickHouse refused writes"
+        sink.refusing = False
+        time.sleep(2)
+    retries = (REGISTRY.get_sample_value("stockcdc_write_retries_total") or 0) - retries_before
+    assert retries >= sink.refused
+    _reconciled(live)
+
+
+def test_a_connector_and_kafka_connect_restarted_mid_stream(live: LiveChain) -> None:
+    p = profile()
+    region = live.pipeline.regions[1]
+    with workload(live.settings, live.pipeline.regions, p.rate, seed=2):
+        time.sleep(2)
+        with ConnectClient(live.settings) as connect:
+            connect.restart(region.connector_name)
+        time.sleep(3)
+        connect_service(live.settings).stop()
+        time.sleep(2)
+        start_connect(live.settings)
+        time.sleep(3)
+    _reconciled(live)
+
+
+def _region_state(live: LiveChain, name: str) -> tuple[int, float | None]:
+    rows = live.client.query(
+        "SELECT max(applied_commit_lsn), toFloat64(max(heartbeat_ts)) FROM _watermark_max"
+        " WHERE region = {r:String}",
+        parameters={"r": name},
+    ).result_rows
+    return int(rows[0][0] or 0), (float(rows[0][1]) if rows[0][1] else None)
+
+
+def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
+    live: LiveChain,
+) -> None:
+    p = profile()
+    down, *others = live.pipeline.regions
+    cluster = Cluster(live.settings, down)
+    cluster.stop()
+    try:
+        with workload(live.settings, others, p.rate, seed=3):
+            time.sleep(p.outage_s)
+            now = time.time()
+            for r in others:  # heartbeats keep coming: fresh
+                _lsn, beat = _region_state(live, r.name)
+                assert beat is not None, r.name
+                assert now - beat < 10, f"{r.name} went stale"
+            _lsn, beat = _region_state(live, down.name)
+            assert beat is None or now - beat >= p.outage_s - 5, f"{down.name} still fresh"
+    finally:
+        cluster.start()
+    # The task lost its database: Debezium retries; a task that gave up is restarted.
+    with psycopg.connect(live.settings.pg_dsn(down, "app")) as conn:
+        conn.execute("SELECT 1")
+    with ConnectClient(live.settings) as connect:
+        connect.restart_failed(down.connector_name)
+    _reconciled(live)
