@@ -11,7 +11,7 @@ transaction boundary).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -77,6 +77,7 @@ class RegionAssembler:
         self._in_snapshot = False
         self._snapshot_lsn = 0  # all rows of one snapshot share its LSN
         self._snapshot_ts_ms = 0
+        self._snapshot_done = False  # completed since the last take(): sweep it
         self._safe_offset: int | None = None
         self._committed_offset: int | None = None
         self.discarded_partial_transactions = 0
@@ -107,7 +108,7 @@ class RegionAssembler:
     @property
     def has_work(self) -> bool:
         return (
-            bool(self._ready or self._snapshot)
+            bool(self._ready or self._snapshot or self._snapshot_done)
             or self._watermark != self._published
             or (self._safe_offset != self._committed_offset)
         )
@@ -146,9 +147,16 @@ class RegionAssembler:
     def take(self) -> Batch:
         """Hand over what is ready; the caller writes it, then commits `commit_offset`."""
         txs = self._ready
-        if self._snapshot:
-            txs.append(Transaction.from_snapshot(self._snapshot))
-            self._snapshot = []
+        if self._snapshot or self._snapshot_done:
+            snap = (
+                Transaction.from_snapshot(self._snapshot)
+                if self._snapshot
+                else Transaction(self.region, None, self._snapshot_lsn, self._snapshot_ts_ms, ())
+            )
+            if self._snapshot_done:
+                snap = replace(snap, completes_snapshot=True)
+            txs.insert(0, snap)  # snapshot reads precede what streamed after them
+            self._snapshot, self._snapshot_done = [], False
         self._ready = []
         watermark = self._watermark if self._watermark != self._published else None
         self._published = self._watermark
@@ -223,6 +231,7 @@ class RegionAssembler:
     def _end_snapshot(self) -> None:
         """Snapshot rows become visible together, when the snapshot is complete."""
         self._in_snapshot = False
+        self._snapshot_done = True
         self._advance(self._snapshot_lsn, self._snapshot_ts_ms)
 
     def _advance(self, commit_lsn: int, commit_ts_ms: int) -> None:

@@ -131,6 +131,9 @@ class ProjectionWriter:
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
         self._flush(buffers, stats)
+        for tx in transactions:
+            if tx.completes_snapshot:
+                self._sweep(region, tx.commit_lsn)
         self._log_commits(region, transactions)
         if watermark is not None:
             self.advance(watermark)
@@ -276,23 +279,39 @@ class ProjectionWriter:
         return state
 
     def _truncate(self, region: str, ch: Truncate, commit_lsn: int) -> None:
-        spec = WMS_MODEL[ch.table]
+        self._delete_current(region, ch.table, ch.lsn, commit_lsn, "truncate")
+
+    def _sweep(self, region: str, snapshot_lsn: int) -> None:
+        """After a complete snapshot: keys it did not read again (their latest version is
+        older than it) no longer exist in the WMS, e.g. rows deleted while the region's
+        replication slot was lost; they get a delete version at the snapshot's LSN. A
+        first snapshot sweeps nothing (every row has its LSN); repeating is harmless."""
+        for table in WMS_MODEL:
+            self._delete_current(region, table, snapshot_lsn, snapshot_lsn, "snapshot sweep")
+
+    def _delete_current(
+        self, region: str, table: str, lsn: int, commit_lsn: int, what: str
+    ) -> None:
+        """A delete version at `commit_lsn` for every current key of `table` whose latest
+        version is older than `commit_lsn` (for a truncate: every current key)."""
+        spec = WMS_MODEL[table]
         (pk,) = spec.primary_key
         others = [c for c in (*spec.column_names, "_extra") if c != pk]
         cols = ", ".join(f"`{c}`" for c in (pk, *others))
-        packed = ", ".join(f"`{c}`" for c in (*others, "_is_deleted"))
+        packed = ", ".join(f"`{c}`" for c in (*others, "_is_deleted", "_commit_lsn"))
         unpacked = ", ".join(f"v.{i}" for i in range(1, len(others) + 1))
+        deleted, latest = len(others) + 1, len(others) + 2
         sql = (
-            f"INSERT INTO {table_name(ch.table)} (region, {cols}, _lsn, _commit_lsn, _is_deleted)"
+            f"INSERT INTO {table_name(table)} (region, {cols}, _lsn, _commit_lsn, _is_deleted)"
             f" SELECT region, `{pk}`, {unpacked}, {{lsn:UInt64}}, {{commit:UInt64}}, 1 FROM"
             f" (SELECT region, `{pk}`, argMax(tuple({packed}), (_commit_lsn, _lsn)) AS v"
-            f" FROM {table_name(ch.table)} WHERE region = {{region:String}}"
-            f" GROUP BY region, `{pk}`) WHERE v.{len(others) + 1} = 0"
+            f" FROM {table_name(table)} WHERE region = {{region:String}}"
+            f" GROUP BY region, `{pk}`) WHERE v.{deleted} = 0 AND v.{latest} < {{commit:UInt64}}"
         )
         try:
-            self._client.command(sql, {"region": region, "lsn": ch.lsn, "commit": commit_lsn})
+            self._client.command(sql, {"region": region, "lsn": lsn, "commit": commit_lsn})
         except Exception as exc:  # driver errors have no common base; classify decides
-            raise classify(exc, f"truncate of {table_name(ch.table)}") from exc
+            raise classify(exc, f"{what} of {table_name(table)}") from exc
 
     def _flush(self, buffers: dict[str, _Columns], stats: WriteStats) -> None:
         for table, buf in buffers.items():

@@ -156,7 +156,8 @@ class Transaction:
     """A whole committed WMS transaction, ready for the projection writer.
 
     Snapshot reads have no BEGIN/END: each snapshot batch is written as one
-    `Transaction` whose `commit_lsn` is the snapshot LSN (all snapshot rows share it).
+    `Transaction` whose `commit_lsn` is the snapshot LSN (all snapshot rows share it);
+    the last one `completes_snapshot` (keys the snapshot did not read are gone).
     """
 
     region: str
@@ -164,6 +165,7 @@ class Transaction:
     commit_lsn: int
     commit_ts_ms: int
     changes: Sequence[RowChange | Truncate]
+    completes_snapshot: bool = False
 
     @classmethod
     def from_end(

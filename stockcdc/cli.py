@@ -81,6 +81,25 @@ def down() -> None:
 
 
 @infra_app.command()
+def resnapshot(region: str = typer.Argument(help="The region whose slot was lost.")) -> None:
+    """Re-snapshot one region (its replication slot lost or invalidated) without touching
+    the others: stop its connector, forget its offsets, resume. Debezium makes the slot
+    again and streams a fresh snapshot; the projector applies it and deletes what the
+    snapshot no longer has. Check with `stockcdc reconcile` afterwards."""
+    from infra.connect import resnapshot as run_resnapshot
+
+    settings = get_settings()
+    known = {r.name: r for r in settings.region_list()}
+    if region not in known:
+        raise _fail(ValueError(f"unknown region {region!r}; known: {sorted(known)}"))
+    try:
+        run_resnapshot(settings, known[region])
+    except InfraError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{region}: connector restarted from a fresh snapshot")
+
+
+@infra_app.command()
 def reset() -> None:
     """Stop every service and wipe the state directory."""
     services.reset(get_settings())

@@ -1,7 +1,8 @@
 """Faults around a running projector, each under a mixed workload and each ending with
 reconciliation finding zero differences: ClickHouse refusing writes, a connector and
 Kafka Connect restarted mid-stream, a regional PostgreSQL stopped (the other regions
-stay fresh, the stopped one is stale, then catches up)."""
+stay fresh, the stopped one is stale, then catches up), and a lost replication slot
+repaired by re-snapshotting that one region."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from cdc_consumers.projector import Sink
-from infra.connect import ConnectClient
+from infra.connect import ConnectClient, resnapshot
 from infra.jvm import connect_service, start_connect
 from infra.pipeline import IsolatedPipeline
 from infra.postgres import Cluster
@@ -148,3 +149,50 @@ def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
     with ConnectClient(live.settings) as connect:
         connect.restart_failed(down.connector_name)
     _reconciled(live)
+
+
+def test_a_lost_replication_slot_is_repaired_by_resnapshotting_that_region_only(
+    live: LiveChain,
+) -> None:
+    """The README's operations procedure, end to end: a region's slot is lost (dropped
+    while its connector was stopped, as `max_slot_wal_keep_size` would invalidate it),
+    the WMS keeps working (a row is even deleted, which no stream will ever tell), then
+    `stockcdc infra resnapshot <region>` re-snapshots that region alone."""
+    p = profile()
+    lost, *others = live.pipeline.regions
+    live.wait_caught_up()
+    gone = live.client.query(
+        "SELECT code FROM cur_owner WHERE region = {r:String} AND code LIKE 'SYNC-%' LIMIT 1",
+        parameters={"r": lost.name},
+    ).result_rows[0][0]
+    other_lsns = {r.name: _region_state(live, r.name)[0] for r in others}
+    with ConnectClient(live.settings) as connect:
+        connect.stop_connector(lost.connector_name)
+        deadline = time.monotonic() + 60
+        while (connect.status(lost.connector_name) or {}).get("connector", {}).get(
+            "state"
+        ) != "STOPPED":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    with psycopg.connect(live.settings.pg_dsn(lost, dbname="postgres"), autocommit=True) as c:
+        deadline = time.monotonic() + 30
+        while c.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (lost.slot_name,)
+        ).fetchone() != (False,):
+            assert time.monotonic() < deadline, "the slot stayed active"
+            time.sleep(0.2)
+        c.execute("SELECT pg_drop_replication_slot(%s)", (lost.slot_name,))
+    with workload(live.settings, live.pipeline.regions, p.rate, seed=4):
+        time.sleep(3)
+    with psycopg.connect(live.settings.pg_dsn(lost, "app")) as conn:
+        conn.execute("DELETE FROM owner WHERE code = %s", (gone,))
+
+    resnapshot(live.settings, lost)
+
+    _reconciled(live)
+    assert not live.client.query(
+        "SELECT count() FROM cur_owner WHERE region = {r:String} AND code = {c:String}",
+        parameters={"r": lost.name, "c": gone},
+    ).result_rows[0][0]
+    for r in others:  # streamed on, never re-snapshotted
+        assert _region_state(live, r.name)[0] > other_lsns[r.name]

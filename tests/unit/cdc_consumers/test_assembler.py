@@ -162,13 +162,20 @@ def test_snapshot_rows_become_visible_together_when_the_snapshot_ends() -> None:
     assert batch.row_count == 1
     assert batch.watermark is not None
     assert batch.watermark.commit_lsn == 500
+    # Only the batch that ends the snapshot asks the writer to sweep what it did not read.
+    assert [t.completes_snapshot for t in batch.transactions] == [True]
+    assert not a.take().transactions
 
 
 def test_a_streamed_record_closes_a_snapshot_without_last_marker() -> None:
     a = RegionAssembler(R)
     a.add(0, change(None, 500, 1, Snapshot.FIRST))
-    a.take()
+    assert [t.completes_snapshot for t in a.take().transactions] == [False]
     a.add(1, Heartbeat(R, 7))
     batch = a.take()
     assert batch.watermark is not None
     assert batch.watermark.commit_lsn == 500
+    # The rows were written already: an empty unit of work completes the snapshot.
+    assert [(t.completes_snapshot, t.commit_lsn, len(t.changes)) for t in batch.transactions] == [
+        (True, 500, 0)
+    ]
