@@ -49,6 +49,10 @@ demo: install ## Run the product: start every service and show changes flowing
 test: install browser lint ## Run the whole test suite against real services (started and stopped here)
 	bash infra/run-tests.sh $(PYTEST_ARGS)
 
+.PHONY: faults
+faults: install ## The fault suite's long profile: 25 kill -9, 60 s outages (services started and stopped here)
+	STOCKCDC_FAULT_PROFILE=long bash infra/run-tests.sh tests/integration/faults $(PYTEST_ARGS)
+
 .PHONY: unit
 unit: $(STAMP) ## Fast unit tests only (no services)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -176,6 +176,10 @@ def project(
     from read_model.client import make_client
 
     settings = get_settings()
+    if settings.projector_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.projector_metrics_port, addr=settings.api_host)
     client = make_client(settings)
     projector = build_projector(settings, client)
     stop_on_signals(projector)

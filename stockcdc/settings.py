@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # the projector process runs (0: never; `stockcdc reconcile` runs it once).
     reconcile_timeout_s: float = 60.0
     reconcile_interval_s: float = 0.0
+    # `stockcdc project` serves Prometheus metrics on this port (0: off); `stockcdc serve`
+    # has them on the API's /metrics.
+    projector_metrics_port: int = 0
 
     # Seconds to wait for a service to come up.
     start_timeout_s: float = 180.0
