@@ -22,7 +22,12 @@ from starlette.responses import Response
 from query_api import dashboard, errors, sql
 from query_api.auth import KeyStore, Principal, Scope
 from query_api.errors import ApiError
-from query_api.metrics import PROJECTION_LAG_MS, PROJECTION_LSN, LatencyMiddleware
+from query_api.metrics import (
+    PROJECTION_LAG_MS,
+    PROJECTION_LSN,
+    LatencyMiddleware,
+    RequestLimits,
+)
 from query_api.models import (
     ConsistencyParams,
     FreshnessReport,
@@ -137,6 +142,12 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
         app.state.service = QueryService(settings, db)
     errors.install(app)
     app.add_middleware(LatencyMiddleware)
+    # Added last: outermost, so oversized requests never reach auth or the routes.
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.api_max_body_bytes,
+        max_url_chars=settings.api_max_url_chars,
+    )
     app.include_router(sql.router)
     app.include_router(dashboard.router)
 

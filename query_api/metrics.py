@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 from prometheus_client import Gauge, Histogram
 
 import cdc_consumers.metrics as consumer_metrics
@@ -65,3 +66,78 @@ class LatencyMiddleware:
             REQUEST_SECONDS.labels(template, scope.get("method", ""), str(status[0])).observe(
                 time.perf_counter() - started
             )
+
+
+class RequestLimits:
+    """Refuses oversized requests before any route, auth or body parsing runs: a URL
+    longer than `max_url_chars` (414), a body longer than `max_body_bytes` by its
+    Content-Length (413 at once) or, for a body without one, as soon as the bytes read
+    pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_url_chars: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.max_url = max_url_chars
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        url_chars = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if url_chars > self.max_url:
+            await _refuse(send, 414, "uri_too_long", f"URL longer than {self.max_url} chars")
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _refuse(send, 413, "too_large", f"body larger than {self.max_body} bytes")
+            return
+        seen = 0
+        over = False
+        answered = False
+
+        async def bounded() -> Message:
+            # Past the limit the app sees a disconnect; whatever it answers is replaced.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal answered
+            if over:
+                if not answered:
+                    answered = True
+                    await _refuse(send, 413, "too_large", f"body larger than {self.max_body} bytes")
+                return
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not answered:
+            await _refuse(send, 413, "too_large", f"body larger than {self.max_body} bytes")
+
+
+async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
+    body = orjson.dumps({"error": code, "detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

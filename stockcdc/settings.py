@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     api_cursor_secret: SecretStr = SecretStr("cursor-secret-dev-only")
     # `min_as_of`: longest wait for a region's watermark to pass the asked time (→ 504).
     api_min_as_of_timeout_ms: int = 5_000
+    # Requests refused before any route runs: body bytes (413) and URL length (414).
+    api_max_body_bytes: int = 1_000_000
+    api_max_url_chars: int = 8_192
     api_min_as_of_poll_ms: int = 25
     # /v1/freshness states: live when lag <= this; catching_up when behind but the
     # projector wrote a watermark within this time; stale otherwise.
