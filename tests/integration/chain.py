@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 from clickhouse_connect.driver.client import Client
+from fastapi.testclient import TestClient
 
 from cdc_consumers.projector import Projector, Sink
 from infra.pipeline import IsolatedPipeline
@@ -73,6 +74,21 @@ class LiveChain:
                     f"{name} not caught up: {self.projector.describe()}"
                 )
                 time.sleep(0.2)
+
+
+@dataclass
+class LiveApi:
+    """A live chain with the Query API in process (TestClient over the chain's chDB)."""
+
+    chain: LiveChain
+    api: TestClient
+
+    @property
+    def pipeline(self) -> IsolatedPipeline:
+        return self.chain.pipeline
+
+    def wait_caught_up(self) -> None:
+        self.chain.wait_caught_up()
 
 
 @contextmanager

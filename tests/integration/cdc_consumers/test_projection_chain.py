@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,92 +21,24 @@ from cdc_consumers.projector import Projector
 from cdc_consumers.service import progress
 from infra.pipeline import IsolatedPipeline as Pipeline
 from read_model import queries
-from read_model.client import make_client
-from read_model.migrate import migrate
 from read_model.reconcile import diff_region
 from read_model.writer import ProjectionWriter
 from simulator.oracle import Truth, read_truth
-from simulator.seed import parse_size, seed_region
 from simulator.workload import run as run_workload
-from stockcdc.settings import Settings
+from tests.integration.chain import CATCH_UP_TIMEOUT_S, live_chain
+from tests.integration.chain import LiveChain as Live
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 OPS_PER_REGION = 300
-CATCH_UP_TIMEOUT_S = 180
-
-
-@dataclass
-class Live:
-    """The pipeline with a projector running into one shared ClickHouse client."""
-
-    pipeline: Pipeline
-    client: Client
-    projector: Projector
-    thread: threading.Thread
-
-    @property
-    def settings(self) -> Settings:
-        return self.pipeline.settings
-
-    def restart_projector(self, consumer_group: str | None = None) -> None:
-        """Stop the projector; start a new one (a fresh group replays from the start)."""
-        self.projector.stop.set()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
-        s = self.settings
-        if consumer_group:
-            s = s.model_copy(update={"consumer_group": consumer_group})
-        self.projector = Projector(s, ProjectionWriter(self.client))
-        self.thread = threading.Thread(target=self.projector.run, daemon=True)
-        self.thread.start()
 
 
 @pytest.fixture(scope="module")
 def live(pipeline: Pipeline) -> Iterator[Live]:
-    s = pipeline.settings
-    for region in pipeline.regions:
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            seed_region(conn, region, seed=11, size=parse_size("300"))
-    pipeline.start_capture()  # the seed arrives as the initial snapshot
-    client = make_client(s)
-    projector = Projector(s, ProjectionWriter(client))
-    thread = threading.Thread(target=projector.run, daemon=True)
-    state = Live(pipeline, client, projector, thread)
-    try:
-        migrate(client, s.clickhouse_cluster)
-        thread.start()
-        run_workload(s, pipeline.regions, workers=3, count=OPS_PER_REGION, seed=5)
-        wait_caught_up(state)
-        yield state
-    finally:
-        # Even when set-up fails: chDB keeps one engine per process, later modules
-        # must be able to open theirs.
-        state.projector.stop.set()
-        if state.thread.is_alive():
-            state.thread.join(timeout=60)
-        client.close()
-
-
-def wait_caught_up(live: Live) -> None:
-    """Commit a marker row in every region, after everything else; it is visible in the
-    projection only once every earlier transaction of its region is (commit order)."""
-    s = live.settings
-    markers = {}
-    for region in live.pipeline.regions:
-        code = f"SYNC-{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            conn.execute("INSERT INTO owner (code, name) VALUES (%s, 'sync marker')", (code,))
-        markers[region.name] = code
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    for name, code in markers.items():
-        while not live.client.query(
-            "SELECT count() FROM cur_owner WHERE region = {r:String} AND code = {c:String}",
-            parameters={"r": name, "c": code},
-        ).result_rows[0][0]:
-            assert live.thread.is_alive(), "projector died"
-            assert time.monotonic() < deadline, f"{name} not caught up: {live.projector.describe()}"
-            time.sleep(0.2)
+    with live_chain(pipeline, seed=11, size="300") as chain:  # the seed: initial snapshot
+        run_workload(chain.settings, pipeline.regions, workers=3, count=OPS_PER_REGION, seed=5)
+        chain.wait_caught_up()
+        yield chain
 
 
 def truth(live: Live) -> Truth:
@@ -213,7 +144,7 @@ def test_moves_never_show_a_reader_a_total_change(live: Live) -> None:
         seen = totals()
         assert seen == baseline, "a reader saw a total change while only moves ran"
         polls += 1
-    wait_caught_up(live)
+    live.wait_caught_up()
     assert totals() == baseline
     end_lsn = {w.region: w.applied_commit_lsn for w in queries.watermarks(live.client)}
     assert all(end_lsn[r] > start_lsn[r] for r in start_lsn), "moves were not applied"
@@ -238,7 +169,7 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
     producer.flush()
     producer.close()
     worker.join()
-    wait_caught_up(live)
+    live.wait_caught_up()
     assert_projection_equals_wms(live)
 
     dlq = TopicPartition(s.deadletter_topic, 0)
@@ -279,7 +210,7 @@ def test_add_column_mid_stream_loses_nothing(live: Live) -> None:
         for i, sku_id in enumerate(ids):
             conn.execute("UPDATE sku SET hs_code = %s WHERE id = %s", (f"8471.{i:02d}", sku_id))
     worker.join()
-    wait_caught_up(live)
+    live.wait_caught_up()
     assert_projection_equals_wms(live)
     with psycopg.connect(s.pg_dsn(region, "cdc")) as conn:
         source = conn.execute(
@@ -300,13 +231,14 @@ def test_replaying_the_topics_from_the_beginning_twice_changes_nothing(live: Liv
         group = f"{live.settings.consumer_group}-replay{attempt}"
         s = live.settings.model_copy(update={"consumer_group": group})
         ends = {p.region: p.end for p in progress(s)}
-        live.restart_projector(group)
+        live.stop_projector()
+        live.start_projector(s)
         deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
         while any(p.committed < ends[p.region] for p in progress(s)):
             assert live.thread.is_alive(), "projector died"
             assert time.monotonic() < deadline, "replay did not finish"
             time.sleep(0.5)
-        wait_caught_up(live)
+        live.wait_caught_up()
         assert_projection_equals_wms(live)
 
 
@@ -344,5 +276,5 @@ def test_two_consumers_share_the_regions_and_a_rebalance_loses_nothing(live: Liv
         assert time.monotonic() < deadline, "the remaining member did not take over"
         time.sleep(0.2)
     live.projector, live.thread = members[0], threads[0]
-    wait_caught_up(live)
+    live.wait_caught_up()
     assert_projection_equals_wms(live)

@@ -5,94 +5,38 @@ answering 503 while a region's connector is stopped (restarted afterwards)."""
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
 
-from cdc_consumers.projector import Projector
 from infra.connect import ConnectClient
+from infra.pipeline import IsolatedPipeline
 from query_api.app import create_app
 from query_api.auth import DEMO_KEYS
 from query_api.service import ReadModel
-from read_model.client import make_client
-from read_model.migrate import migrate
-from read_model.writer import ProjectionWriter
 from simulator.oracle import Truth, read_truth
-from simulator.seed import parse_size, seed_region
 from simulator.workload import run as run_workload
+from tests.integration.chain import LiveApi, live_chain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CATCH_UP_TIMEOUT_S = 180
 _QTY = ("on_hand", "available", "allocated", "pending_putaway", "qc_hold", "frozen",
         "damaged", "returned", "expired")  # fmt: skip
 
 
-@dataclass
-class Live:
-    pipeline: Any
-    client: Client
-    projector: Projector
-    thread: threading.Thread
-    api: TestClient
-
-
 @pytest.fixture(scope="module")
-def live(pipeline: Any) -> Iterator[Live]:
-    s = pipeline.settings
-    for region in pipeline.regions:
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            seed_region(conn, region, seed=21, size=parse_size("150"))
-    pipeline.start_capture()
-    client = make_client(s)
-    projector = Projector(s, ProjectionWriter(client))
-    thread = threading.Thread(target=projector.run, daemon=True)
-    try:
-        migrate(client, s.clickhouse_cluster)
-        thread.start()
+def live(pipeline: IsolatedPipeline) -> Iterator[LiveApi]:
+    with live_chain(pipeline, seed=21, size="150") as chain:
+        s = chain.settings
         run_workload(s, pipeline.regions, workers=3, count=150, seed=7)
         api_settings = s.model_copy(update={"api_watermark_cache_ms": 0, "api_live_lag_ms": 2000})
-        app = create_app(api_settings, ReadModel([client]))
+        app = create_app(api_settings, ReadModel([chain.client]))
         with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
-            state = Live(pipeline, client, projector, thread, api)
-            wait_caught_up(state)
-            yield state
-    finally:
-        # Even when set-up fails: chDB keeps one engine per process, later modules
-        # must be able to open theirs.
-        projector.stop.set()
-        if thread.is_alive():
-            thread.join(timeout=60)
-        client.close()
-
-
-def wait_caught_up(live: Live) -> None:
-    """A marker owner committed last in every region; visible only once everything
-    before it in its region is (commit order)."""
-    s = live.pipeline.settings
-    markers = {}
-    for region in live.pipeline.regions:
-        code = f"SYNC-{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            conn.execute("INSERT INTO owner (code, name) VALUES (%s, 'sync marker')", (code,))
-        markers[region.name] = code
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    for region, code in markers.items():
-        while not live.client.query(
-            "SELECT count() FROM cur_owner WHERE region = {r:String} AND code = {c:String}",
-            parameters={"r": region, "c": code},
-        ).result_rows[0][0]:
-            assert live.thread.is_alive(), "projector died"
-            assert time.monotonic() < deadline, f"{region} not caught up"
-            time.sleep(0.2)
+            chain.wait_caught_up()
+            yield LiveApi(chain, api)
 
 
 def pages(api: TestClient, path: str, **params: Any) -> list[dict[str, Any]]:
@@ -112,7 +56,7 @@ def iso(v: Any) -> Any:
     return None if v is None else v.isoformat().replace("+00:00", "Z")
 
 
-def test_every_endpoint_equals_the_oracle(live: Live) -> None:
+def test_every_endpoint_equals_the_oracle(live: LiveApi) -> None:
     truth: Truth = read_truth(live.pipeline.settings, live.pipeline.regions)
     assert len(truth.stock) > 30
     api = live.api
@@ -171,7 +115,7 @@ def test_every_endpoint_equals_the_oracle(live: Live) -> None:
     assert all(states[r.name] == "live" for r in live.pipeline.regions), states
 
 
-def test_max_staleness_is_503_while_a_region_is_stopped(live: Live) -> None:
+def test_max_staleness_is_503_while_a_region_is_stopped(live: LiveApi) -> None:
     truth = read_truth(live.pipeline.settings, live.pipeline.regions)
     stopped = live.pipeline.regions[0]
     key = next(k for k, v in truth.stock.items() if v.region == stopped.name)

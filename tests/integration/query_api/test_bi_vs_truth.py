@@ -5,28 +5,22 @@ read before the changes (the current relations equal the new truth)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from cdc_consumers.projector import Projector
+from infra.pipeline import IsolatedPipeline
 from query_api.app import create_app
 from query_api.auth import DEMO_KEYS
 from query_api.service import ReadModel
 from read_model import bi
-from read_model.client import make_client
-from read_model.migrate import migrate
-from read_model.writer import ProjectionWriter
 from simulator.oracle import Truth, read_truth
-from simulator.seed import parse_size, seed_region
 from simulator.workload import run as run_workload
-from tests.integration.query_api.test_api_vs_truth import Live, wait_caught_up
+from tests.integration.chain import LiveApi, live_chain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,32 +29,17 @@ QTY = ("on_hand", "available", "allocated", "pending_putaway", "qc_hold", "froze
 
 
 @pytest.fixture(scope="module")
-def live(pipeline: Any) -> Iterator[Live]:
-    s = pipeline.settings
-    for region in pipeline.regions:
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            seed_region(conn, region, seed=33, size=parse_size("150"))
-    pipeline.start_capture()
-    client = make_client(s)
-    projector = Projector(s, ProjectionWriter(client))
-    thread = threading.Thread(target=projector.run, daemon=True)
-    try:
-        migrate(client, s.clickhouse_cluster)
-        thread.start()
+def live(pipeline: IsolatedPipeline) -> Iterator[LiveApi]:
+    with live_chain(pipeline, seed=33, size="150") as chain:
+        s = chain.settings
         run_workload(s, pipeline.regions, workers=3, count=120, seed=11)
         api_settings = s.model_copy(
             update={"api_watermark_cache_ms": 0, "bi_snapshot_interval_s": 0.0}
         )
-        app = create_app(api_settings, ReadModel([client]))
+        app = create_app(api_settings, ReadModel([chain.client]))
         with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['bi']}"}) as api:
-            state = Live(pipeline, client, projector, thread, api)
-            wait_caught_up(state)
-            yield state
-    finally:
-        projector.stop.set()
-        if thread.is_alive():
-            thread.join(timeout=60)
-        client.close()
+            chain.wait_caught_up()
+            yield LiveApi(chain, api)
 
 
 def rows(api: TestClient, sql: str) -> list[dict[str, Any]]:
@@ -85,7 +64,7 @@ def truth_figures(truth: Truth) -> dict[tuple[str, str, str], dict[str, int]]:
     }
 
 
-def test_bi_relations_equal_the_oracle(live: Live) -> None:
+def test_bi_relations_equal_the_oracle(live: LiveApi) -> None:
     truth = read_truth(live.pipeline.settings, live.pipeline.regions)
     assert len(truth.stock) > 30
     got = rows(live.api, "SELECT * FROM bi_stock")
@@ -139,13 +118,13 @@ def test_bi_relations_equal_the_oracle(live: Live) -> None:
     assert all(a["bucketed"] == a["on_hand"] for a in age)
 
 
-def test_a_past_cuts_snapshot_stays_the_truth_of_that_moment(live: Live) -> None:
+def test_a_past_cuts_snapshot_stays_the_truth_of_that_moment(live: LiveApi) -> None:
     s = live.pipeline.settings
     before = read_truth(s, live.pipeline.regions)
     cut = datetime.now(UTC)
     time.sleep(0.05)
     run_workload(s, live.pipeline.regions, workers=3, count=90, seed=12)
-    wait_caught_up(live)
+    live.wait_caught_up()
     deadline = time.monotonic() + 60
     while True:  # every region's watermark (commit or heartbeat) passes the cut
         try:

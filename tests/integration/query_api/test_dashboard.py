@@ -15,40 +15,33 @@ import json
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import uvicorn
-from clickhouse_connect.driver.client import Client
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from cdc_consumers.projector import Projector
 from infra.browser import CHROMIUM, INSTALL_HINT
 from infra.connect import ConnectClient
+from infra.pipeline import IsolatedPipeline
 from query_api.app import create_app
 from query_api.auth import DEMO_KEYS, Scope, new_key
 from query_api.service import ReadModel
-from read_model.client import make_client
-from read_model.migrate import migrate
-from read_model.writer import ProjectionWriter
 from simulator.db import run_txn
 from simulator.ops import freeze
 from simulator.oracle import Truth, read_truth
-from simulator.seed import parse_size, seed_region
 from simulator.workload import run as run_workload
+from tests.integration.chain import LiveChain, live_chain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
 
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "dashboard"
-CATCH_UP_TIMEOUT_S = 180
 UI_TIMEOUT_MS = 30_000
 SELLER = "SELLER-0001"
 SELLER_KEY = DEMO_KEYS[f"seller:{SELLER}"]
@@ -60,12 +53,14 @@ FIGURES = ("available", "allocated", "on_hand", "inbound_expected", "pending_put
 
 @dataclass
 class Live:
-    pipeline: Any
-    client: Client
-    thread: threading.Thread
+    chain: LiveChain
     base: str
     browser: Browser
     requests: list[str]
+
+    @property
+    def pipeline(self) -> IsolatedPipeline:
+        return self.chain.pipeline
 
     def truth(self) -> Truth:
         return read_truth(self.pipeline.settings, self.pipeline.regions)
@@ -81,19 +76,9 @@ def _launch(pw: Playwright) -> Browser:
 
 
 @pytest.fixture(scope="module")
-def live(pipeline: Any) -> Iterator[Live]:
-    s = pipeline.settings
-    for region in pipeline.regions:
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            seed_region(conn, region, seed=21, size=parse_size("150"))
-    pipeline.start_capture()
-    client = make_client(s)
-    projector = Projector(s, ProjectionWriter(client))
-    thread = threading.Thread(target=projector.run, daemon=True)
-    server: uvicorn.Server | None = None
-    try:
-        migrate(client, s.clickhouse_cluster)
-        thread.start()
+def live(pipeline: IsolatedPipeline) -> Iterator[Live]:
+    with live_chain(pipeline, seed=21, size="150") as chain:
+        s = chain.settings
         run_workload(s, pipeline.regions, workers=2, count=80, seed=11)
         api_settings = s.model_copy(
             update={
@@ -107,54 +92,28 @@ def live(pipeline: Any) -> Iterator[Live]:
             port = sock.getsockname()[1]
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(api_settings, ReadModel([client])),
+                create_app(api_settings, ReadModel([chain.client])),
                 host="127.0.0.1",
                 port=port,
                 log_level="warning",
             )
         )
         threading.Thread(target=server.run, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        wait_caught_up(pipeline, client, thread)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        with sync_playwright() as pw:
-            browser = _launch(pw)
-            try:
-                yield Live(pipeline, client, thread, f"http://127.0.0.1:{port}", browser, [])
-            finally:
-                browser.close()
-    finally:
-        # Even when set-up fails: chDB keeps one engine per process.
-        if server is not None:
+        try:
+            deadline = time.monotonic() + 20
+            while not server.started:
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.05)
+            chain.wait_caught_up()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            with sync_playwright() as pw:
+                browser = _launch(pw)
+                try:
+                    yield Live(chain, f"http://127.0.0.1:{port}", browser, [])
+                finally:
+                    browser.close()
+        finally:
             server.should_exit = True
-        projector.stop.set()
-        if thread.is_alive():
-            thread.join(timeout=60)
-        client.close()
-
-
-def wait_caught_up(pipeline: Any, client: Client, thread: threading.Thread) -> None:
-    """A marker owner committed last in every region; visible only once everything
-    before it in its region is (commit order)."""
-    s = pipeline.settings
-    markers = {}
-    for region in pipeline.regions:
-        code = f"SYNC-{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(s.pg_dsn(region, "app")) as conn:
-            conn.execute("INSERT INTO owner (code, name) VALUES (%s, 'sync marker')", (code,))
-        markers[region.name] = code
-    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
-    for region, code in markers.items():
-        while not client.query(
-            "SELECT count() FROM cur_owner WHERE region = {r:String} AND code = {c:String}",
-            parameters={"r": region, "c": code},
-        ).result_rows[0][0]:
-            assert thread.is_alive(), "projector died"
-            assert time.monotonic() < deadline, f"{region} not caught up"
-            time.sleep(0.2)
 
 
 @pytest.fixture
