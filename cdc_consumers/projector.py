@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
@@ -113,8 +113,7 @@ class Projector:
     sink: Sink
     stop: threading.Event = field(default_factory=threading.Event)
     _assemblers: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
-    _revoking: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
-    _fresh: set[TopicPartition] = field(default_factory=set)
+    _joined: KafkaConsumer | None = None  # the consumer while `run` runs
     _regions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,8 +121,13 @@ class Projector:
 
     @property
     def assigned_regions(self) -> list[str]:
-        """Regions this member projects now (changes with rebalances)."""
-        return sorted(a.region for a in list(self._assemblers.values()))
+        """Regions the group gives this member now, as kafka-python knows it (its network
+        thread updates it during a rebalance: eager, so a region is never listed by two
+        members at once). The projector's own state follows after its next poll."""
+        consumer = self._joined
+        if consumer is None:
+            return []
+        return sorted(self._regions[tp.topic] for tp in consumer.assignment())
 
     def describe(self) -> list[dict[str, object]]:
         """Per assigned region: watermark, open transaction, offsets (see `RegionAssembler`)."""
@@ -158,14 +162,14 @@ class Projector:
             self.settings.deadletter_topic,
         )
         self._await_metadata(consumer)
-        consumer.subscribe(topics=sorted(self._regions), listener=_Rebalance(self))
+        consumer.subscribe(topics=sorted(self._regions))
+        self._joined = consumer
         log.info("projector.start", topics=sorted(self._regions))
         oldest_pending: float | None = None
         try:
             while not self.stop.is_set():
                 polled = consumer.poll(timeout_ms=50)
-                if self._fresh:
-                    self._start_fresh(consumer)
+                self._sync_assignment(consumer)
                 for tp, records in polled.items():
                     assembler = self._assemblers.get(tp)
                     if assembler is None:
@@ -178,6 +182,7 @@ class Projector:
                     oldest_pending = None
             self.flush(consumer, deadletter)
         finally:
+            self._joined = None
             consumer.close(autocommit=False)
             deadletter.producer.close()
             log.info("projector.stop")
@@ -198,38 +203,24 @@ class Projector:
         age_ms = 1000 * (time.monotonic() - oldest_pending)
         return rows >= self.settings.batch_max_rows or age_ms >= self.settings.batch_max_ms
 
-    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        """Set aside the state of every partition before the group rejoins, so that
-        `assigned_regions` never shows a region two members both claim."""
-        for tp in partitions:
-            self._fresh.discard(tp)
-            if tp in self._assemblers:
-                self._revoking[tp] = self._assemblers.pop(tp)
-        metrics.ASSIGNED.set(len(self._assemblers))
-
-    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        """Keep the state of partitions we had and keep: kafka-python keeps their fetch
-        position too. Lost ones are dropped (their new owner restarts from the committed
-        boundary); new ones are started by `_start_fresh` after `poll` returns (this
-        runs inside kafka-python's network loop: no I/O here, or the group stalls)."""
-        kept, self._revoking = self._revoking, {}
-        for tp in partitions:
-            if tp in kept:
-                self._assemblers[tp] = kept[tp]
-            elif tp not in self._assemblers:
-                self._fresh.add(tp)
-        metrics.ASSIGNED.set(len(self._assemblers) + len(self._fresh))
-
-    def _start_fresh(self, consumer: KafkaConsumer) -> None:
-        """Assemblers for newly assigned partitions, resuming each region from its
-        stored watermark."""
-        fresh = {tp for tp in self._fresh if tp in consumer.assignment()}
-        self._fresh.clear()
-        if fresh:
+    def _sync_assignment(self, consumer: KafkaConsumer) -> None:
+        """Follow rebalances, on this thread, between polls: drop the state of partitions
+        we lost (their new owner restarts from the committed boundary), start fresh ones
+        from the region's stored watermark, keep the rest (kafka-python keeps their fetch
+        position too). Not a rebalance listener: kafka-python 3 calls those on its network
+        thread, racing this loop's use of the same state."""
+        assigned = set(consumer.assignment())
+        if assigned == set(self._assemblers):
+            return
+        for tp in set(self._assemblers) - assigned:
+            del self._assemblers[tp]
+        new = assigned - set(self._assemblers)
+        if new:
             watermarks = self.sink.load_watermarks()
-            for tp in fresh:
+            for tp in new:
                 region = self._regions[tp.topic]
                 self._assemblers[tp] = RegionAssembler(region, watermarks.get(region))
+        metrics.ASSIGNED.set(len(self._assemblers))
         log.info(
             "projector.assignment", regions=sorted(a.region for a in self._assemblers.values())
         )
@@ -292,20 +283,6 @@ class Projector:
                 time.sleep(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)
         _observe(batch)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Called inside `poll`, on the consumer's thread, around every rebalance (eager
-    protocol: everything is revoked before the group rejoins)."""
-
-    def __init__(self, projector: Projector) -> None:
-        self.projector = projector
-
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self.projector._revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.projector._assigned(assigned)
 
 
 def _observe(batch: Batch) -> None:
