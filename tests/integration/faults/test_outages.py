@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
@@ -19,6 +20,9 @@ from infra.connect import ConnectClient, resnapshot
 from infra.jvm import connect_service, start_connect
 from infra.pipeline import IsolatedPipeline
 from infra.postgres import Cluster
+from query_api.app import create_app
+from query_api.auth import DEMO_KEYS
+from query_api.service import ReadModel
 from read_model.reconcile import reconcile
 from read_model.writer import ProjectionWriter
 from schemas.errors import TransientError
@@ -141,6 +145,9 @@ def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
                 assert now - beat < 10, f"{r.name} went stale"
             _lsn, beat = _region_state(live, down.name)
             assert beat is None or now - beat >= p.outage_s - 5, f"{down.name} still fresh"
+            states = _api_states(live)
+            assert states[down.name] == "stale", states
+            assert all(states[r.name] != "stale" for r in others), states
     finally:
         cluster.start()
     # The task lost its database: Debezium retries; a task that gave up is restarted.
@@ -149,6 +156,17 @@ def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
     with ConnectClient(live.settings) as connect:
         connect.restart_failed(down.connector_name)
     _reconciled(live)
+    assert _api_states(live)[down.name] != "stale"
+
+
+def _api_states(live: LiveChain) -> dict[str, str]:
+    """Each region's freshness state as the Query API reports it (`/v1/freshness`)."""
+    settings = live.settings.model_copy(update={"api_watermark_cache_ms": 0})
+    app = create_app(settings, ReadModel([live.client]))
+    with TestClient(app, headers={"Authorization": f"Bearer {DEMO_KEYS['oms']}"}) as api:
+        answer = api.get("/v1/freshness")
+        assert answer.status_code == 200, answer.text
+        return {r["region"]: r["state"] for r in answer.json()["regions"]}
 
 
 def test_a_lost_replication_slot_is_repaired_by_resnapshotting_that_region_only(
