@@ -697,6 +697,10 @@ def _receive(w: Worker) -> bool:
     if order_type == "TRANSFER":
         if tracking == "SERIAL":
             src_region, src_wh, src_order = owner_ref.split("/", 2)
+            if src_region not in w.states:
+                # The serials come from the source region's shipment, which this run
+                # cannot read: the line waits for a run that includes that region.
+                return False
             shipped = ops.shipped_lines(
                 w.conn(src_region).cursor(), order_no=src_order, warehouse_code=src_wh
             )
