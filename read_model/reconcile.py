@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,6 +37,7 @@ from psycopg import sql
 
 from read_model import queries
 from schemas.wms_model import WMS_MODEL, TableSpec
+from simulator.oracle import STOCK_FIELDS, STOCK_SQL
 from stockcdc.settings import Region, Settings
 
 log = structlog.get_logger(__name__)
@@ -266,44 +267,30 @@ def diff_table(
 
 # -- the figure check --------------------------------------------------------------------
 
-_FIGURES = (
-    "on_hand",
-    "available",
-    "allocated",
-    "pending_putaway",
-    "qc_hold",
-    "frozen",
-    "damaged",
-    "returned",
-    "expired",
-    "inbound_expected",
-    "earliest_expiry",
-    "last_movement_at",
-)
-
 
 def _wms_figures(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    # The oracle's own SQL: the one definition of every figure over WMS tables.
-    from simulator.oracle import STOCK_FIELDS as names
-    from simulator.oracle import STOCK_SQL
-
-    out = {}
-    for r in conn.execute(STOCK_SQL).fetchall():
-        values = dict(zip(names, r[3:], strict=True))
-        out[(str(r[0]), str(r[1]), str(r[2]))] = {f: values[f] for f in _FIGURES}
-    return out
+    """Every figure per (owner, warehouse, SKU) by the oracle's own SQL: the one
+    definition of each figure over WMS tables."""
+    return {
+        (str(r[0]), str(r[1]), str(r[2])): dict(zip(STOCK_FIELDS, r[3:], strict=True))
+        for r in conn.execute(STOCK_SQL).fetchall()
+    }
 
 
-def _projected_figures(
-    client: Client, region: str, cut: int, owners: Iterable[str]
+def projected_figures(
+    client: Client, owners: Iterable[str], cut: Mapping[str, int] | None = None
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The same figures from the serving queries, every key of `owners`, as of `cut`
+    (default: the watermarks now)."""
     out = {}
     for owner in sorted(owners):
         after: tuple[str, str] | None = None
         while True:
-            page = queries.stock_page(client, owner, limit=1000, after=after, cut={region: cut})
+            page = queries.stock_page(client, owner, limit=1000, after=after, cut=cut)
             for row in page:
-                out[(row.owner, row.warehouse, row.sku)] = {f: getattr(row, f) for f in _FIGURES}
+                out[(row.owner, row.warehouse, row.sku)] = {
+                    f: getattr(row, f) for f in STOCK_FIELDS
+                }
             if len(page) < 1000:
                 break
             after = (page[-1].warehouse, page[-1].sku)
@@ -319,7 +306,7 @@ def _owner_codes(conn: psycopg.Connection[Any]) -> list[str]:
 Clock = Callable[[], float]
 
 
-def _projection_point(client: Client, region: str) -> tuple[int, float | None]:
+def projection_point(client: Client, region: str) -> tuple[int, float | None]:
     """(watermark LSN, latest applied heartbeat as epoch seconds) of a region."""
     rows = client.query(
         "SELECT max(applied_commit_lsn), toFloat64(max(heartbeat_ts)) FROM _watermark_max"
@@ -348,7 +335,7 @@ def await_point(
     deadline = time.monotonic() + timeout_s
     last, moved_at = -1, clock()
     while True:
-        applied, beat = _projection_point(client, region)
+        applied, beat = projection_point(client, region)
         if applied >= lsn:
             return lsn
         if applied != last:
@@ -384,7 +371,7 @@ def _one_pass(settings: Settings, client: Client, region: Region, timeout_s: flo
         for spec in WMS_MODEL.values():
             report.tables.append(diff_table(client, conn, region.name, spec, cut))
         want = _wms_figures(conn)
-        got = _projected_figures(client, region.name, cut, _owner_codes(conn))
+        got = projected_figures(client, _owner_codes(conn), {region.name: cut})
         report.stock_keys = len(want)
         report.figures = [
             FigureDiff(k, want.get(k), got.get(k))
@@ -502,7 +489,7 @@ def diff_region(
     """Compare every (or the given) replicated table of one region with its source, as of
     one REPEATABLE READ snapshot of the WMS and the projection's current watermark (for
     a caught-up, idle region: the tests' check)."""
-    cut, _beat = _projection_point(client, region)
+    cut, _beat = projection_point(client, region)
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         return [diff_table(client, conn, region, WMS_MODEL[n], cut) for n in tables or WMS_MODEL]

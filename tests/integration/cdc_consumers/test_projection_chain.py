@@ -14,16 +14,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from cdc_consumers.projector import Projector
 from cdc_consumers.service import progress
 from infra.pipeline import IsolatedPipeline as Pipeline
 from read_model import queries
-from read_model.reconcile import diff_region
+from read_model.reconcile import diff_region, projected_figures
 from read_model.writer import ProjectionWriter
-from simulator.oracle import Truth, read_truth
+from simulator.oracle import STOCK_FIELDS, Truth, read_truth
 from simulator.workload import run as run_workload
 from tests.integration.chain import CATCH_UP_TIMEOUT_S, live_chain
 from tests.integration.chain import LiveChain as Live
@@ -56,26 +55,11 @@ _QTY = (
     "returned",
     "expired",
 )
-_STOCK = (*_QTY, "inbound_expected", "earliest_expiry", "last_movement_at")
-
-
-def projected_stock(client: Client, owners: set[str]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for owner in sorted(owners):
-        after: tuple[str, str] | None = None
-        while True:
-            page = queries.stock_page(client, owner, limit=500, after=after)
-            for row in page:
-                out[(row.owner, row.warehouse, row.sku)] = {f: getattr(row, f) for f in _STOCK}
-            if len(page) < 500:
-                break
-            after = (page[-1].warehouse, page[-1].sku)
-    return out
 
 
 def true_stock(t: Truth) -> dict[tuple[str, str, str], dict[str, Any]]:
     return {
-        (k.owner, k.warehouse, k.sku): {f: getattr(v, f) for f in _STOCK}
+        (k.owner, k.warehouse, k.sku): {f: getattr(v, f) for f in STOCK_FIELDS}
         for k, v in t.stock.items()
     }
 
@@ -88,7 +72,7 @@ def assert_projection_equals_wms(live: Live) -> None:
         assert not bad, "\n".join(bad)
     t = truth(live)
     owners = {k.owner for k in t.stock}
-    got, want = projected_stock(live.client, owners), true_stock(t)
+    got, want = projected_figures(live.client, owners), true_stock(t)
     assert set(got) == set(want)
     wrong = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     assert not wrong, f"{len(wrong)} keys differ, e.g. {next(iter(wrong.items()))}"
@@ -127,7 +111,7 @@ def test_moves_never_show_a_reader_a_total_change(live: Live) -> None:
     def totals() -> dict[tuple[str, str, str], tuple[Any, ...]]:
         return {
             k: tuple(v[f] for f in (*_QTY, "inbound_expected", "earliest_expiry"))
-            for k, v in projected_stock(live.client, owners).items()
+            for k, v in projected_figures(live.client, owners).items()
         }
 
     baseline = totals()

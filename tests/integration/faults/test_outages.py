@@ -23,7 +23,7 @@ from infra.postgres import Cluster
 from query_api.app import create_app
 from query_api.auth import DEMO_KEYS
 from query_api.service import ReadModel
-from read_model.reconcile import reconcile
+from read_model.reconcile import projection_point, reconcile
 from read_model.writer import ProjectionWriter
 from schemas.errors import TransientError
 from schemas.events import Transaction, Watermark
@@ -119,15 +119,6 @@ def test_a_connector_and_kafka_connect_restarted_mid_stream(live: LiveChain) -> 
     _reconciled(live)
 
 
-def _region_state(live: LiveChain, name: str) -> tuple[int, float | None]:
-    rows = live.client.query(
-        "SELECT max(applied_commit_lsn), toFloat64(max(heartbeat_ts)) FROM _watermark_max"
-        " WHERE region = {r:String}",
-        parameters={"r": name},
-    ).result_rows
-    return int(rows[0][0] or 0), (float(rows[0][1]) if rows[0][1] else None)
-
-
 def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
     live: LiveChain,
 ) -> None:
@@ -140,10 +131,10 @@ def test_a_regional_postgres_stopped_others_stay_fresh_then_it_catches_up(
             time.sleep(p.outage_s)
             now = time.time()
             for r in others:  # heartbeats keep coming: fresh
-                _lsn, beat = _region_state(live, r.name)
+                _lsn, beat = projection_point(live.client, r.name)
                 assert beat is not None, r.name
                 assert now - beat < 10, f"{r.name} went stale"
-            _lsn, beat = _region_state(live, down.name)
+            _lsn, beat = projection_point(live.client, down.name)
             assert beat is None or now - beat >= p.outage_s - 5, f"{down.name} still fresh"
             states = _api_states(live)
             assert states[down.name] == "stale", states
@@ -183,7 +174,7 @@ def test_a_lost_replication_slot_is_repaired_by_resnapshotting_that_region_only(
         "SELECT code FROM cur_owner WHERE region = {r:String} AND code LIKE 'SYNC-%' LIMIT 1",
         parameters={"r": lost.name},
     ).result_rows[0][0]
-    other_lsns = {r.name: _region_state(live, r.name)[0] for r in others}
+    other_lsns = {r.name: projection_point(live.client, r.name)[0] for r in others}
     with ConnectClient(live.settings) as connect:
         connect.stop_connector(lost.connector_name)
         deadline = time.monotonic() + 60
@@ -213,4 +204,4 @@ def test_a_lost_replication_slot_is_repaired_by_resnapshotting_that_region_only(
         parameters={"r": lost.name, "c": gone},
     ).result_rows[0][0]
     for r in others:  # streamed on, never re-snapshotted
-        assert _region_state(live, r.name)[0] > other_lsns[r.name]
+        assert projection_point(live.client, r.name)[0] > other_lsns[r.name]
