@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
+from read_model.ddl import STOCK_FIGURES
 from read_model.errors import classify
 
 
@@ -171,7 +172,7 @@ def _cuts(cut: Mapping[str, int]) -> dict[str, list[Any]]:
     return {"wr": list(cut), "wl": list(cut.values())}
 
 
-def _latest(
+def latest_versions(
     table: str, cols: tuple[str, ...], keys: tuple[str, ...], where: str, cut: str = _CUT
 ) -> str:
     """A subquery: per key, `cols` of the latest version by (_commit_lsn, _lsn) among
@@ -193,15 +194,15 @@ def _latest(
 # small tables; SKUs are found by code in the owner's range of `wms_sku_by_code`, then
 # checked against their latest version by id (a code could change; the copy's key
 # keeps every code a SKU ever had).
-_WAREHOUSES = _latest("wms_warehouse", ("code",), ("region", "id"), "1 = 1", _CUTS)
+_WAREHOUSES = latest_versions("wms_warehouse", ("code",), ("region", "id"), "1 = 1", _CUTS)
 _OWNER_IDS = (
     "SELECT region, id FROM "
-    + _latest("wms_owner", ("code",), ("region", "id"), "1 = 1", _CUTS)
+    + latest_versions("wms_owner", ("code",), ("region", "id"), "1 = 1", _CUTS)
     + " WHERE code = {owner:String}"
 )
 _SKU_IDS = (
     "SELECT region, owner_id, id FROM "
-    + _latest(
+    + latest_versions(
         "wms_sku",
         ("owner_id", "sku_code"),
         ("region", "id"),
@@ -226,40 +227,40 @@ def _stock_sql(scope: str, lines: str, sku_filter: str, codes: str, tail: str) -
     `scope` restricts the by-SKU copies of balance and ledger rows (sorting-key prefix),
     `lines` the inbound lines (region, sku_id prefix), `sku_filter` which SKUs' inbound
     lines count; `codes` adds the global-code columns and `tail` filters and orders."""
-    bal = _latest(
+    bal = latest_versions(
         "wms_inventory_by_sku",
         ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
         ("sku_id", "id"),
         scope,
     )
-    loc = _latest(
+    loc = latest_versions(
         "wms_location",
         ("sellable",),
         ("id",),
         "region = {region:String} AND id IN"
         f" (SELECT location_id FROM wms_inventory_by_sku WHERE {scope})",
     )
-    lot = _latest(
+    lot = latest_versions(
         "wms_lot",
         ("expiry_date",),
         ("id",),
         f"region = {{region:String}} AND id IN (SELECT lot_id FROM wms_inventory_by_sku"
         f" WHERE {scope})",
     )
-    il = _latest(
+    il = latest_versions(
         "wms_inbound_line_by_sku",
         ("inbound_order_id", "qty_expected", "qty_received"),
         ("sku_id", "id"),
         lines,
     )
-    io = _latest(
+    io = latest_versions(
         "wms_inbound_order",
         ("warehouse_id", "owner_id", "status"),
         ("id",),
         "region = {region:String} AND id IN"
         f" (SELECT inbound_order_id FROM wms_inbound_line_by_sku WHERE {lines})",
     )
-    txn = _latest(
+    txn = latest_versions(
         "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"), ("sku_id", "id"), scope
     )
     q = "toInt64(b.qty_on_hand)"
@@ -307,35 +308,50 @@ def _stock_sql(scope: str, lines: str, sku_filter: str, codes: str, tail: str) -
 
 
 _ONE_SKU = "region = {region:String} AND owner_id = {owner_id:Int64} AND sku_id = {sku_id:Int64}"
-_ONE_SKU_LINES = "region = {region:String} AND sku_id = {sku_id:Int64}"
 _OWNER = "region = {region:String} AND owner_id = {owner_id:Int64}"
 # The owner's SKUs as of the cut (the page needs their codes; inbound lines count only
 # for them, as in the reference view).
-_OWNER_SKUS = _latest("wms_sku_by_code", ("sku_code",), ("id",), _OWNER)
+_OWNER_SKUS = latest_versions("wms_sku_by_code", ("sku_code",), ("id",), _OWNER)
 _OWNER_LINES = (
     "region = {region:String} AND sku_id IN (SELECT id FROM wms_sku_by_code"
     " WHERE region = {region:String} AND owner_id = {owner_id:Int64})"
 )
 
-_STOCK_ONE = _stock_sql(
-    _ONE_SKU,
-    _ONE_SKU_LINES,
-    "1 = 1",  # the SKU was resolved (as of the same cut) to be the owner's
-    "{owner:String} AS owner, {warehouse:String} AS warehouse, {sku:String} AS sku",
-    " WHERE f.warehouse_id = {warehouse_id:Int64}",
-)
 _STOCK_PAGE = _stock_sql(
     _OWNER,
     _OWNER_LINES,
     f"il.sku_id IN (SELECT id FROM {_OWNER_SKUS})",
     "{owner:String} AS owner, wh.code AS warehouse, sk.sku_code AS sku",
     " LEFT JOIN (SELECT id, code FROM "
-    + _latest("wms_warehouse", ("code",), ("id",), "region = {region:String}")
+    + latest_versions("wms_warehouse", ("code",), ("id",), "region = {region:String}")
     + ") AS wh ON wh.id = f.warehouse_id"
     f" LEFT JOIN {_OWNER_SKUS} AS sk ON sk.id = f.sku_id"
     " WHERE ({warehouse:String} = '' OR warehouse = {warehouse:String})"
     " AND (warehouse, sku) > ({aw:String}, {asku:String})"
     " ORDER BY warehouse, sku LIMIT {limit:UInt32}",
+)
+
+
+def _served(where: str, tail: str) -> str:
+    """Keys of `stock_current` (read_model.serving) matching `where`, latest version per
+    key at or below its region's cut, deleted keys dropped."""
+    figures = ", ".join((*STOCK_FIGURES, "_is_deleted"))
+    unpacked = ", ".join(f"v.{i} AS {f}" for i, f in enumerate(STOCK_FIGURES, start=1))
+    return (
+        f"SELECT owner, warehouse, sku, {unpacked} FROM (SELECT owner, warehouse, sku,"
+        f" argMax(tuple({figures}), (_commit_lsn, _seq)) AS v FROM stock_current"
+        f" WHERE {where} AND _commit_lsn <= {_CUTS} GROUP BY owner, warehouse, sku)"
+        f" WHERE v.{len(STOCK_FIGURES) + 1} = 0{tail}"
+    )
+
+
+_SERVED_ONE = _served(
+    "owner = {owner:String} AND sku = {sku:String} AND warehouse = {warehouse:String}", ""
+)
+_SERVED_PAGE = _served(
+    "owner = {owner:String} AND ({warehouse:String} = '' OR warehouse = {warehouse:String})",
+    " AND (warehouse, sku) > ({aw:String}, {asku:String}) ORDER BY warehouse, sku"
+    " LIMIT {limit:UInt32}",
 )
 
 _LOTS = (
@@ -351,14 +367,14 @@ _LOTS = (
         for s in ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
     )
     + " FROM "
-    + _latest(
+    + latest_versions(
         "wms_inventory_by_sku",
         ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
         ("id",),
         _ONE_SKU,
     )
     + " AS b LEFT JOIN "
-    + _latest(
+    + latest_versions(
         "wms_location",
         ("sellable",),
         ("id",),
@@ -366,7 +382,7 @@ _LOTS = (
         f" (SELECT location_id FROM wms_inventory_by_sku WHERE {_ONE_SKU})",
     )
     + " AS l ON l.id = b.location_id LEFT JOIN "
-    + _latest(
+    + latest_versions(
         "wms_lot",
         ("lot_no", "production_date", "expiry_date", "first_received_at"),
         ("id",),
@@ -398,7 +414,7 @@ def _serial_sql(versions: str, scope: str, where: str, tail: str) -> str:
         f" FROM {versions} AS s"
         f" LEFT JOIN {_WAREHOUSES} AS w ON w.region = s.region AND w.id = s.warehouse_id"
         " LEFT JOIN "
-        + _latest(
+        + latest_versions(
             "wms_location",
             ("code",),
             ("region", "id"),
@@ -406,7 +422,7 @@ def _serial_sql(versions: str, scope: str, where: str, tail: str) -> str:
             _CUTS,
         )
         + " AS l ON l.region = s.region AND l.id = s.location_id LEFT JOIN "
-        + _latest(
+        + latest_versions(
             "wms_lot",
             ("lot_no",),
             ("region", "id"),
@@ -414,7 +430,7 @@ def _serial_sql(versions: str, scope: str, where: str, tail: str) -> str:
             _CUTS,
         )
         + " AS lt ON lt.region = s.region AND lt.id = s.lot_id LEFT JOIN "
-        + _latest(
+        + latest_versions(
             "wms_outbound_line",
             ("outbound_order_id",),
             ("region", "id"),
@@ -422,7 +438,7 @@ def _serial_sql(versions: str, scope: str, where: str, tail: str) -> str:
             _CUTS,
         )
         + " AS ol ON ol.region = s.region AND ol.id = s.outbound_line_id LEFT JOIN "
-        + _latest(
+        + latest_versions(
             "wms_outbound_order",
             ("order_no", "tracking_no"),
             ("region", "id"),
@@ -443,7 +459,9 @@ _SERIAL_FIELDS = (
 # One key's serials: the SKU's range of the by-SKU copy in the warehouse's region.
 _SERIALS_SCOPE = "region = {region:String} AND sku_id = {sku_id:Int64}"
 _SERIALS = _serial_sql(
-    _latest("wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIALS_SCOPE, _CUTS),
+    latest_versions(
+        "wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIALS_SCOPE, _CUTS
+    ),
     _SERIALS_SCOPE,
     "s.owner_id = {owner_id:Int64} AND s.warehouse_id = {warehouse_id:Int64}"
     " AND ({status:String} = '' OR s.status = {status:String})",
@@ -458,7 +476,9 @@ _SERIAL_SCOPE = (
 )
 _SERIAL_OWNER = "(s.region, s.owner_id) IN {owners:Array(Tuple(String, Int64))}"
 _SERIAL_CURRENT = _serial_sql(
-    _latest("wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIAL_SCOPE, _CUTS),
+    latest_versions(
+        "wms_serial_number_by_sku", _SERIAL_FIELDS, ("region", "id"), _SERIAL_SCOPE, _CUTS
+    ),
     _SERIAL_SCOPE,
     _SERIAL_OWNER,
     " ORDER BY s.status != 'SHIPPED' DESC, s.updated_at DESC LIMIT 1",
@@ -490,7 +510,7 @@ _TXN_FIELDS = (
 def _movements_sql(scope: str) -> str:
     page = (
         "SELECT region, id FROM "
-        + _latest(
+        + latest_versions(
             "wms_inventory_txn_by_sku",
             ("occurred_at", "warehouse_id", "sku_id"),
             ("region", "id"),
@@ -504,7 +524,7 @@ def _movements_sql(scope: str) -> str:
         f" AND (region, warehouse_id) IN (SELECT region, id FROM {_WAREHOUSES}"
         " WHERE {warehouse:String} = '' OR code = {warehouse:String})"
         " AND (region, sku_id) IN (SELECT region, id FROM "
-        + _latest(
+        + latest_versions(
             "wms_sku",
             ("owner_id", "sku_code"),
             ("region", "id"),
@@ -514,7 +534,7 @@ def _movements_sql(scope: str) -> str:
         + " WHERE {sku:String} = '' OR sku_code = {sku:String})"
         " ORDER BY occurred_at, region, id LIMIT {limit:UInt32}"
     )
-    rows = _latest(
+    rows = latest_versions(
         "wms_inventory_txn_by_sku",
         _TXN_FIELDS,
         ("region", "id"),
@@ -535,7 +555,7 @@ def _movements_sql(scope: str) -> str:
         f" FROM {rows} AS t"
         f" INNER JOIN {_WAREHOUSES} AS w ON w.region = t.region AND w.id = t.warehouse_id"
         " INNER JOIN "
-        + _latest(
+        + latest_versions(
             "wms_sku",
             ("sku_code",),
             ("region", "id"),
@@ -543,7 +563,7 @@ def _movements_sql(scope: str) -> str:
             _CUTS,
         )
         + " AS k ON k.region = t.region AND k.id = t.sku_id LEFT JOIN "
-        + _latest(
+        + latest_versions(
             "wms_lot",
             ("lot_no",),
             ("region", "id"),
@@ -551,9 +571,9 @@ def _movements_sql(scope: str) -> str:
             _CUTS,
         )
         + " AS lt ON lt.region = t.region AND lt.id = t.lot_id LEFT JOIN "
-        + _latest("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
+        + latest_versions("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
         + " AS fl ON fl.region = t.region AND fl.id = t.from_location_id LEFT JOIN "
-        + _latest("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
+        + latest_versions("wms_location", ("code",), ("region", "id"), f"({locs})", _CUTS)
         + " AS tl ON tl.region = t.region AND tl.id = t.to_location_id"
         " ORDER BY t.occurred_at, t.region, t.id SETTINGS join_use_nulls = 1"
     )
@@ -569,7 +589,7 @@ _MOVEMENTS_SKU = _movements_sql(
 # warehouse is its on-hand / allocated, so the series needs no balance history. Rows
 # before `lo` fall into bucket -1 (the opening figures); buckets are `step` wide from lo.
 _HISTORY_SCOPE = "(region, owner_id, sku_id) IN {keys:Array(Tuple(String, Int64, Int64))}"
-_HISTORY_ROWS = _latest(
+_HISTORY_ROWS = latest_versions(
     "wms_inventory_txn_by_sku",
     ("occurred_at", "warehouse_id", "d_on_hand", "d_allocated"),
     ("region", "id"),
@@ -637,24 +657,11 @@ def _sku_keys(
 
 def stock_one(client: Client, owner: str, warehouse: str, sku: str) -> StockRow | None:
     """Figures of one key; None when absent (no balance rows and nothing inbound)."""
-    cut = visible_lsns(client)
-    key = resolve(client, owner, warehouse, sku, cut)
-    if key is None:
-        return None
     rows = _rows(
         client,
         StockRow,
-        _STOCK_ONE,
-        {
-            "region": key.region,
-            "owner_id": key.owner_id,
-            "sku_id": key.sku_id,
-            "warehouse_id": key.warehouse_id,
-            "owner": owner,
-            "warehouse": warehouse,
-            "sku": sku,
-            "wm": cut.get(key.region, 0),
-        },
+        _SERVED_ONE,
+        {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(visible_lsns(client))},
     )
     return rows[0] if rows else None
 
@@ -670,9 +677,24 @@ def stock_page(
     """An owner's keys ordered by (warehouse, sku), `limit` of them after the cursor
     `after` = (warehouse, sku) of the previous page's last row; as of `cut` (default: the
     watermarks now; reconciliation passes an older LSN, regions left out see nothing)."""
-    cut = dict(visible_lsns(client) if cut is None else cut)
-    out: list[StockRow] = []
     aw, asku = after or ("", "")
+    if cut is None:  # now: the serving table, maintained by the projection writer
+        return _rows(
+            client,
+            StockRow,
+            _SERVED_PAGE,
+            {
+                "owner": owner,
+                "warehouse": warehouse or "",
+                "aw": aw,
+                "asku": asku,
+                "limit": limit,
+                **_cuts(visible_lsns(client)),
+            },
+        )
+    # at an older cut (reconciliation): computed from the versioned tables
+    cut = dict(cut)
+    out: list[StockRow] = []
     for region, oid in sorted(owner_ids(client, owner, cut).items()):
         out += _rows(
             client,

@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from read_model.ddl import table_name
 from read_model.errors import classify
+from read_model.serving import StockServing, Touched
 from schemas.events import RowChange, Transaction, Truncate, Watermark
 from schemas.wms_model import WMS_MODEL, TableSpec, ms_to_datetime
 
@@ -95,6 +96,7 @@ class ProjectionWriter:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self.serving = StockServing(client)
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
@@ -118,38 +120,53 @@ class ProjectionWriter:
         stats = WriteStats()
         state = self._previous_versions(region, transactions, stats)
         buffers: dict[str, _Columns] = {}
+        touched = Touched()
         for tx in transactions:
             for ch in tx.changes:
                 if isinstance(ch, Truncate):
                     # Rare (the connector skips truncates by default): flush what came
                     # before so the truncate sees it, then delete every current key.
-                    self._flush(buffers, stats)
+                    self._flush(buffers, stats, touched)
                     buffers = {}
                     self._truncate(region, ch, tx.commit_lsn)
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
-        self._flush(buffers, stats)
+        self._flush(buffers, stats, touched)
+        snapshot_done = False
         for tx in transactions:
             if tx.completes_snapshot:
                 self._sweep(region, tx.commit_lsn)
+                snapshot_done = True
+        # The serving figures follow streamed changes batch by batch; a snapshot's rows
+        # stay invisible until it completes, and then the region is rebuilt whole.
+        if transactions and (snapshot_done or any(tx.tx_id is not None for tx in transactions)):
+            cut = max(tx.commit_lsn for tx in transactions)
+            self.serving.maintain(
+                region, touched, cut, rebuild=snapshot_done or stats.truncates > 0
+            )
         self._log_commits(region, transactions)
         if watermark is not None:
             self.advance(watermark)
         return stats
 
     def load_watermarks(self) -> dict[str, Watermark]:
-        """The applied watermark of every region, to resume from after a restart."""
+        """The applied watermark of every region, to resume from after a restart; a
+        region whose serving figures were never built whole is built at it first."""
         rows = self._query(
             "SELECT region, applied_commit_lsn, toUnixTimestamp64Milli(source_commit_ts), "
             "toUnixTimestamp64Milli(heartbeat_ts) FROM watermarks",
             {},
         ).result_rows
-        return {
+        marks = {
             r: Watermark(r, int(lsn), int(ts), None if hb is None else int(hb))
             for r, lsn, ts, hb in rows
         }
+        for region, mark in marks.items():
+            if not self.serving.is_built(region):
+                self.serving.rebuild(region, mark.commit_lsn)
+        return marks
 
     def advance(self, watermark: Watermark) -> None:
         """Write a watermark row (alone: an idle region's heartbeat, or after a batch)."""
@@ -313,11 +330,12 @@ class ProjectionWriter:
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"{what} of {table_name(table)}") from exc
 
-    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats) -> None:
+    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats, touched: Touched) -> None:
         for table, buf in buffers.items():
             if len(buf):
                 self._insert(table_name(table), buf.data, buf.names)
                 stats.rows[table] = stats.rows.get(table, 0) + len(buf)
+                touched.note(table, buf.names, buf.data)
 
     def _insert(self, table: str, columns: list[list[Any]], names: list[str]) -> None:
         try:

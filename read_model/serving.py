@@ -1,0 +1,254 @@
+"""The serving table `stock_current`: every (owner, warehouse, sku)'s stock figures
+(wms/OPERATIONS.md), kept by the projection writer so that a stock read is one short
+range read instead of an aggregate over balance rows, lots, locations, inbound lines and
+the ledger (bench/: single-SKU reads on 10M balance rows).
+
+After a batch's rows are in and before its watermark, the writer recomputes the figures
+of the SKUs the batch touched, as of the batch's last commit LSN, from the `wms_*` tables
+(the same SQL as the BI relations and the oracle's definitions), and writes a version of
+every key whose figures changed, and a delete version of every key that vanished. The
+version is the batch's commit LSN, so readers cut it exactly like the `wms_*` rows
+(decision 4). Recomputing is idempotent: a replayed batch finds nothing changed.
+
+A whole region is rebuilt when its snapshot completes, after a truncate, when an owner
+or a warehouse changes (rare master data), and the first time a writer meets a region
+that was never built (`_stock_current_built`: upgrading a running projection).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from read_model.ddl import STOCK_FIGURES, stock_figures_sql
+from read_model.errors import classify
+from read_model.queries import latest_versions
+
+#: Where a changed row's SKU id is, per table whose rows feed a SKU's figures directly.
+_SKU_COLUMN = {
+    "inventory": "sku_id",
+    "inventory_txn": "sku_id",
+    "inbound_line": "sku_id",
+    "lot": "sku_id",
+    "sku": "id",
+}
+#: Master data whose change may move every key of a region (codes): rebuild the region.
+_REBUILD_ON = frozenset({"owner", "warehouse"})
+
+_KEY = ("owner", "warehouse", "sku")
+_COLUMNS = ("region", *_KEY, *STOCK_FIGURES)
+
+
+@dataclass(slots=True)
+class Touched:
+    """What one batch changed that stock figures depend on."""
+
+    skus: set[int] = field(default_factory=set)
+    inbound_orders: set[int] = field(default_factory=set)
+    locations: set[int] = field(default_factory=set)
+    rebuild: bool = False
+
+    def note(self, table: str, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+        """Record the rows of a column-oriented insert into `wms_<table>`."""
+        if table in _SKU_COLUMN:
+            self.skus.update(columns[names.index(_SKU_COLUMN[table])])
+        elif table == "inbound_order":
+            self.inbound_orders.update(columns[names.index("id")])
+        elif table == "location":
+            self.locations.update(columns[names.index("id")])
+        elif table in _REBUILD_ON:
+            self.rebuild = True
+
+    def __bool__(self) -> bool:
+        return bool(self.skus or self.inbound_orders or self.locations or self.rebuild)
+
+
+def _scoped(scope: str) -> Callable[[str], str]:
+    """`src(table)` for `stock_figures_sql`: each table's latest versions at the cut
+    `{wm}`, restricted to one region and, by `scope` (a condition on the SKU ids of the
+    by-SKU copies), to the rows the figures of those SKUs read."""
+    region = "region = {region:String}"
+    balances = f"wms_inventory_by_sku WHERE {region} AND {scope}"
+    lines = f"wms_inbound_line_by_sku WHERE {region} AND {scope}"
+    keyed = ("region", "id")
+    tables = {
+        "inventory": latest_versions(
+            "wms_inventory_by_sku",
+            ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
+            ("region", "owner_id", "sku_id", "id"),
+            f"{region} AND {scope}",
+        ),
+        "location": latest_versions(
+            "wms_location", ("sellable",), keyed,
+            f"{region} AND id IN (SELECT location_id FROM {balances})",
+        ),
+        "lot": latest_versions(
+            "wms_lot", ("expiry_date",), keyed,
+            f"{region} AND id IN (SELECT lot_id FROM {balances})",
+        ),
+        "inbound_line": latest_versions(
+            "wms_inbound_line_by_sku", ("inbound_order_id", "qty_expected", "qty_received"),
+            ("region", "sku_id", "id"), f"{region} AND {scope}",
+        ),
+        "inbound_order": latest_versions(
+            "wms_inbound_order", ("warehouse_id", "status"), keyed,
+            f"{region} AND id IN (SELECT inbound_order_id FROM {lines})",
+        ),
+        "inventory_txn": latest_versions(
+            "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"),
+            ("region", "owner_id", "sku_id", "id"), f"{region} AND {scope}",
+        ),
+        "sku": latest_versions(
+            "wms_sku_by_code", ("sku_code",), ("region", "owner_id", "id"),
+            f"{region} AND {scope.replace('sku_id', 'id')}",
+        ),
+        "owner": latest_versions("wms_owner", ("code",), keyed, region),
+        "warehouse": latest_versions("wms_warehouse", ("code",), keyed, region),
+    }  # fmt: skip
+    return tables.__getitem__
+
+
+# The by-SKU copies are sorted by (region, owner_id, sku_id, ...): a SKU set is looked up
+# with its owners so the primary key narrows the read to the SKUs' ranges.
+_SOME = (
+    "(owner_id, sku_id) IN (SELECT owner_id, id FROM wms_sku"
+    " WHERE region = {region:String} AND id IN {skus:Array(Int64)})"
+)
+_SOME_LINES = "sku_id IN {skus:Array(Int64)}"
+_ALL = "1 = 1"
+
+
+def _figures_sql(scope: str, line_scope: str) -> str:
+    src = _scoped(scope)
+    lines = _scoped(line_scope)
+    return stock_figures_sql(
+        lambda t: lines(t) if t in ("inbound_line", "inbound_order") else src(t)
+    )
+
+
+_FIGURES_SOME = _figures_sql(_SOME, _SOME_LINES)
+_FIGURES_ALL = _figures_sql(_ALL, _ALL)
+
+_CURRENT = (
+    "SELECT region, owner, warehouse, sku, "
+    + ", ".join(f"v.{i}" for i in range(1, len(STOCK_FIGURES) + 1))
+    + " FROM (SELECT region, owner, warehouse, sku, argMax(tuple("
+    + ", ".join((*STOCK_FIGURES, "_is_deleted"))
+    + "), (_commit_lsn, _seq)) AS v FROM stock_current WHERE {where}"
+    " AND _commit_lsn <= {{wm:UInt64}} GROUP BY region, owner, warehouse, sku)"
+    f" WHERE v.{len(STOCK_FIGURES) + 1} = 0"
+)
+_CODES_OF_SKUS = (
+    "(owner, sku) IN (SELECT o.code, s.sku_code FROM "
+    + latest_versions(
+        "wms_sku", ("owner_id", "sku_code"), ("id",),
+        "region = {region:String} AND id IN {skus:Array(Int64)}",
+    )
+    + " AS s INNER JOIN "
+    + latest_versions("wms_owner", ("code",), ("id",), "region = {region:String}")
+    + " AS o ON o.id = s.owner_id)"
+)  # fmt: skip
+_CURRENT_SOME = _CURRENT.format(where=_CODES_OF_SKUS + " AND region = {region:String}")
+_CURRENT_ALL = _CURRENT.format(where="region = {region:String}")
+
+# SKUs whose figures an inbound order or a location change can move (no copy is keyed
+# by these: a scan, but such changes are rare next to balance changes).
+_SKUS_OF_ORDERS = (
+    "SELECT DISTINCT sku_id FROM wms_inbound_line WHERE region = {region:String}"
+    " AND inbound_order_id IN {ids:Array(Int64)} AND _commit_lsn <= {wm:UInt64}"
+)
+_SKUS_AT_LOCATIONS = (
+    "SELECT DISTINCT sku_id FROM wms_inventory WHERE region = {region:String}"
+    " AND location_id IN {ids:Array(Int64)} AND _commit_lsn <= {wm:UInt64}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """What one recomputation wrote."""
+
+    keys_read: int
+    versions_written: int
+    deleted: int
+
+
+class StockServing:
+    """Keeps `stock_current` equal to the figures of the `wms_*` tables at every
+    watermark; one per writer."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._built: set[str] = set()
+
+    def maintain(self, region: str, touched: Touched, cut: int, rebuild: bool = False) -> Refresh:
+        """After a batch's rows (up to commit LSN `cut`) are in, before its watermark."""
+        if rebuild or touched.rebuild or not self.is_built(region):
+            return self.rebuild(region, cut)
+        skus = set(touched.skus)
+        params = {"region": region, "wm": cut}
+        if touched.inbound_orders:
+            ids = sorted(touched.inbound_orders)
+            skus.update(r[0] for r in self._rows(_SKUS_OF_ORDERS, {**params, "ids": ids}))
+        if touched.locations:
+            ids = sorted(touched.locations)
+            skus.update(r[0] for r in self._rows(_SKUS_AT_LOCATIONS, {**params, "ids": ids}))
+        if not skus:
+            return Refresh(0, 0, 0)
+        params["skus"] = sorted(skus)
+        return self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut)
+
+    def rebuild(self, region: str, cut: int) -> Refresh:
+        """Recompute every key of `region` as of `cut` and record the region as built."""
+        done = self._refresh(_FIGURES_ALL, _CURRENT_ALL, {"region": region, "wm": cut}, cut)
+        self._insert(
+            "_stock_current_built",
+            [[region], [cut], [datetime.now(UTC)]],
+            ["region", "built_lsn", "built_at"],
+        )
+        self._built.add(region)
+        return done
+
+    def is_built(self, region: str) -> bool:
+        """Whether `region`'s keys were ever computed whole (then versions follow it)."""
+        if region not in self._built:
+            rows = self._rows(
+                "SELECT count() FROM _stock_current_built WHERE region = {region:String}",
+                {"region": region},
+            )
+            if rows[0][0]:
+                self._built.add(region)
+        return region in self._built
+
+    def _refresh(self, figures: str, current: str, params: dict[str, Any], cut: int) -> Refresh:
+        new = {tuple(r[1:4]): r for r in self._rows(figures, params)}
+        old = {tuple(r[1:4]): r for r in self._rows(current, params)}
+        changed = [r for k, r in new.items() if old.get(k) != tuple(r)]
+        gone = [r for k, r in old.items() if k not in new]
+        if changed or gone:
+            seq = time.time_ns()
+            rows = [(*r, 0) for r in changed] + [(*r, 1) for r in gone]
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            n = len(rows)
+            self._insert(
+                "stock_current",
+                [*columns[:-1], [cut] * n, [seq] * n, columns[-1]],
+                [*_COLUMNS, "_commit_lsn", "_seq", "_is_deleted"],
+            )
+        return Refresh(len(new), len(changed) + len(gone), len(gone))
+
+    def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            return [tuple(r) for r in self._client.query(sql, parameters=params).result_rows]
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, "stock figures refresh") from exc
+
+    def _insert(self, table: str, columns: list[list[Any]], names: Iterable[str]) -> None:
+        try:
+            self._client.insert(table, columns, column_names=list(names), column_oriented=True)
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, f"insert into {table}") from exc
