@@ -51,28 +51,18 @@ from stockcdc.settings import Region, Settings, get_settings
 
 NAME = "freshness"
 GOAL: dict[str, float] = {"p50_ms": 500, "p99_ms": 2000, "ops_per_s": 1000, "samples": 300}
-METHOD = (
-    "A probe commits a cycle count (±1, COUNT in the ledger) on a dedicated SKU in each "
-    "region in turn (one sample in flight) and polls GET /v1/stock/{owner}/{warehouse}/{sku} "
-    "every 5 ms on a keep-alive client until last_movement_at reaches the probe "
-    "transaction's time; a sample is the time from COMMIT returning to that answer arriving "
-    "(30 s if never, a lower bound). Meanwhile the simulator's mixed workload runs at the "
-    "target rate in three regions and `stockcdc serve` (projector + API, embedded chDB) "
-    "runs in one child process, all on this machine."
-)
 
 PROBE_OWNER = "PROBE-FRESHNESS"
 PROBE_SKU = "PROBE-0001"
 PROBE_STOCK = 1000
 PROBE_OPERATOR = "freshness-probe"
-POLL_S = 0.005
-SAMPLE_TIMEOUT_S = 30.0
 #: The projector's counters read before and after the probing (what limits freshness).
 PROJECTOR_METRICS = (
     "stockcdc_flush_seconds_count",
     "stockcdc_flush_seconds_sum",
     "stockcdc_transactions_total",
     "stockcdc_rows_written_total",
+    "stockcdc_commit_failures_total",
 )
 
 
@@ -86,6 +76,8 @@ class Sizes:
     min_seconds: float  # probing lasts at least this long ...
     min_samples: int  # ... and until this many samples
     max_seconds: float  # ... but no longer than this
+    sample_timeout_s: float  # a sample not visible by then counts as this (a lower bound)
+    poll_ms: float = 5.0  # between the probe's requests
 
 
 def sizes(profile: Profile) -> Sizes:
@@ -96,7 +88,8 @@ def sizes(profile: Profile) -> Sizes:
         workers=profile.pick(2, 6),
         min_seconds=profile.pick(20.0, 90.0),
         min_samples=profile.pick(30, int(GOAL["samples"])),
-        max_seconds=profile.pick(40.0, 240.0),
+        max_seconds=profile.pick(30.0, 240.0),
+        sample_timeout_s=profile.pick(15.0, 30.0),
     )
 
 
@@ -224,7 +217,13 @@ class ProbeRun:
 
 
 def probe_loop(
-    settings: Settings, runs: list[ProbeRun], base_url: str, api_key: str, stop: threading.Event
+    settings: Settings,
+    runs: list[ProbeRun],
+    base_url: str,
+    api_key: str,
+    stop: threading.Event,
+    poll_s: float = 0.005,
+    timeout_s: float = 30.0,
 ) -> None:
     """The regions in turn, one sample in flight at a time (the polling must not become
     the API's main load): commit, poll until visible, pause a random 50-250 ms (no
@@ -238,13 +237,15 @@ def probe_loop(
                     return
                 run = runs[i % len(runs)]
                 up = (i // len(runs)) % 2 == 0  # +1, then -1: the probe's stock stays put
-                _one_sample(conns[run.key.region.name], api, run, up)
+                _one_sample(conns[run.key.region.name], api, run, up, poll_s, timeout_s)
     finally:
         for conn in conns.values():
             conn.close()
 
 
-def _one_sample(conn: Conn, api: QueryClient, run: ProbeRun, up: bool) -> None:
+def _one_sample(
+    conn: Conn, api: QueryClient, run: ProbeRun, up: bool, poll_s: float, timeout_s: float
+) -> None:
     key = run.key
     started = time.perf_counter()
     try:
@@ -267,11 +268,11 @@ def _one_sample(conn: Conn, api: QueryClient, run: ProbeRun, up: bool) -> None:
             run.freshness_ms.append(1000 * (answered - committed))
             run.later_seen += _utc(seen) > stamp
             return
-        if answered - committed > SAMPLE_TIMEOUT_S:  # counted as a lower bound
+        if answered - committed > timeout_s:  # counted as a lower bound
             run.freshness_ms.append(1000 * (answered - committed))
             run.timeouts += 1
             return
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 def wait_visible(base_url: str, api_key: str, keys: list[ProbeKey], timeout_s: float) -> None:
@@ -406,7 +407,15 @@ def _probe(
 
     def target() -> None:
         try:
-            probe_loop(settings, runs, serve.base_url, serve.api_key, stop)
+            probe_loop(
+                settings,
+                runs,
+                serve.base_url,
+                serve.api_key,
+                stop,
+                sz.poll_ms / 1000,
+                sz.sample_timeout_s,
+            )
         except BaseException as exc:
             failure.append(exc)
 
@@ -420,7 +429,7 @@ def _probe(
         if elapsed >= sz.max_seconds or (elapsed >= sz.min_seconds and samples >= sz.min_samples):
             break
     stop.set()
-    thread.join(SAMPLE_TIMEOUT_S + 10)
+    thread.join(sz.sample_timeout_s + 10)
     if failure:
         raise RuntimeError("the probe failed") from failure[0]
     return time.perf_counter() - started
@@ -444,8 +453,23 @@ def _projector(
         "writing_fraction_of_time": round(d["stockcdc_flush_seconds_sum"] / seconds, 2),
         "transactions_per_s": round(d["stockcdc_transactions_total"] / seconds, 1),
         "rows_written_per_s": round(d["stockcdc_rows_written_total"] / seconds),
+        "offset_commits_refused": int(d["stockcdc_commit_failures_total"]),
         "lag_ms_at_end": lags,
     }
+
+
+def _method(sz: Sizes) -> str:
+    """The "method" sentences of the result, from the sizes run."""
+    return (
+        "A probe commits a cycle count (±1, COUNT in the ledger) on a dedicated SKU in each "
+        "region in turn (one sample in flight) and polls GET /v1/stock/{owner}/{warehouse}/"
+        f"{{sku}} on a keep-alive client, {sz.poll_ms:g} ms between an answer and the next "
+        "request, until last_movement_at reaches the probe transaction's time; a sample is "
+        f"the time from COMMIT returning to that answer arriving ({sz.sample_timeout_s:g} s "
+        "if never, a lower bound). Meanwhile the simulator's mixed workload runs at "
+        f"{sz.ops_per_s:g} ops/s (target) over three regions and `stockcdc serve` (projector "
+        "+ API, embedded chDB) runs in one child process, all on this machine."
+    )
 
 
 def _report(
@@ -456,7 +480,7 @@ def _report(
     regions = {r["region"]: r for r in workload["regions"]}
     achieved = sum(r["achieved_rate"] for r in regions.values())
     return {
-        "method": METHOD,
+        "method": _method(sz),
         "goal": GOAL,
         "machine": machine(),
         "sizes": asdict(sz),
@@ -507,6 +531,7 @@ def main() -> None:
     parser.add_argument("--ops-per-s", type=float, help="workload target, all regions")
     parser.add_argument("--seconds", type=float, help="probe at least this long")
     parser.add_argument("--seed-size", help="balance rows per region, e.g. 20k")
+    parser.add_argument("--poll-ms", type=float, help="pause between the probe's requests")
     args = parser.parse_args()
     profile = Profile("quick" if args.quick else "full")
     sz = sizes(profile)
@@ -516,6 +541,7 @@ def main() -> None:
         min_seconds=args.seconds or sz.min_seconds,
         max_seconds=max(sz.max_seconds, args.seconds or 0),
         seed_size=args.seed_size or sz.seed_size,
+        poll_ms=args.poll_ms or sz.poll_ms,
     )
     result = run(profile, sz)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
