@@ -113,11 +113,13 @@ def _scoped(scope: str) -> Callable[[str], str]:
     return tables.__getitem__
 
 
-# The by-SKU copies are sorted by (region, owner_id, sku_id, ...): a SKU set is looked up
-# with its owners so the primary key narrows the read to the SKUs' ranges.
-_SOME = (
-    "(owner_id, sku_id) IN (SELECT owner_id, id FROM wms_sku"
-    " WHERE region = {region:String} AND id IN {skus:Array(Int64)})"
+# The by-SKU copies are sorted by (region, owner_id, sku_id, ...): a SKU set is bound with
+# its owners so the primary key narrows every read to the SKUs' ranges (a subquery here
+# would be run again by each table that needs it, and plans worse).
+_SOME = "(owner_id, sku_id) IN {keys:Array(Tuple(Int64, Int64))}"
+_OWNERS_OF_SKUS = (
+    "SELECT id, any(owner_id) FROM wms_sku WHERE region = {region:String}"
+    " AND id IN {skus:Array(Int64)} GROUP BY id"
 )
 _SOME_LINES = "sku_id IN {skus:Array(Int64)}"
 _ALL = "1 = 1"
@@ -200,6 +202,7 @@ class StockServing:
         if not skus:
             return Refresh(0, 0, 0)
         params["skus"] = sorted(skus)
+        params["keys"] = sorted((int(o), int(i)) for i, o in self._rows(_OWNERS_OF_SKUS, params))
         return self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut)
 
     def rebuild(self, region: str, cut: int) -> Refresh:
