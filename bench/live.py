@@ -66,8 +66,9 @@ class ServeProcess:
     """`python -m stockcdc serve` on a free port over `settings` (its chDB path, topics,
     group), with a fresh OMS key; logs go to `log_path`. Use as a context manager."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.api_key, key_line = new_key(Scope.OMS, None)
+        self.args = args  # more `serve` options, e.g. --no-projector
         self.port = free_port()
         self.settings = settings.model_copy(
             update={"api_port": self.port, "api_host": "127.0.0.1", "api_keys": (key_line,)}
@@ -87,7 +88,7 @@ class ServeProcess:
         env = {**os.environ, **settings_env(self.settings)}
         self._log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "stockcdc", "serve"],
+            [sys.executable, "-m", "stockcdc", "serve", *self.args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

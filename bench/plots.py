@@ -42,3 +42,37 @@ def plot_freshness(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def plot_ingest(result: dict[str, Any], path: Path) -> None:
+    """Events committed over time while the projector replays the backlog, and the rate
+    per interval, against the goal rate and the bare consumer's mean rate."""
+    timeline = result["plots"]["ingest_timeline"]
+    if len(timeline) < 2:
+        return
+    t = [p[0] for p in timeline]
+    n = [p[1] for p in timeline]
+    rate_t = [(t[i] + t[i - 1]) / 2 for i in range(1, len(t))]
+    rate = [(n[i] - n[i - 1]) / max(t[i] - t[i - 1], 1e-9) for i in range(1, len(t))]
+    fig = Figure(figsize=(11, 4.2))
+    total, per_s = fig.subplots(1, 2)
+    total.plot(t, n, color="#4c72b0")
+    total.set_xlabel("seconds")
+    total.set_ylabel("events committed")
+    per_s.plot(rate_t, rate, color="#4c72b0", linewidth=0.8, label="projected")
+    per_s.axhline(result["goal"]["events_per_s"], color="#c44e52", linestyle=":", label="goal")
+    bare = result.get("bare_kafka_python_events_per_s")
+    if bare:
+        per_s.axhline(bare, color="#8172b2", linestyle="--", label="bare kafka-python (mean)")
+    per_s.set_xlabel("seconds")
+    per_s.set_ylabel("events/s")
+    per_s.legend(fontsize=8)
+    for ax in (total, per_s):
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"Ingest of {result.get('backlog_events', n[-1]):,} events"
+        f" ({result.get('profile', '')})"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
