@@ -252,7 +252,10 @@ class QueryService:
         if not who.may_see(owner):
             raise not_found("no such stock key")
         marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
-        row = await self.db.run(queries.stock_one, owner, warehouse, sku) if involved else None
+        # as of the watermarks the freshness reports (a watermark is a batch's end: the
+        # serving figures are exact there), without reading them again
+        cut = {r: m.lsn for r, m in marks.items()}
+        row = await self.db.run(queries.stock_one, owner, warehouse, sku, cut) if involved else None
         if row is None:
             raise not_found("no such stock key")
         out = _as_dict(row)

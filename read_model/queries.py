@@ -655,13 +655,18 @@ def _sku_keys(
     return [(str(r), int(o), int(i)) for r, o, i in rows]
 
 
-def stock_one(client: Client, owner: str, warehouse: str, sku: str) -> StockRow | None:
-    """Figures of one key; None when absent (no balance rows and nothing inbound)."""
+def stock_one(
+    client: Client, owner: str, warehouse: str, sku: str, cut: Mapping[str, int] | None = None
+) -> StockRow | None:
+    """Figures of one key; None when absent (no balance rows and nothing inbound). As of
+    `cut`, watermarks read earlier (the API's, so an answer is as of its freshness), by
+    default read now."""
+    cut = visible_lsns(client) if cut is None else cut
     rows = _rows(
         client,
         StockRow,
         _SERVED_ONE,
-        {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(visible_lsns(client))},
+        {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(cut)},
     )
     return rows[0] if rows else None
 
