@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import queue
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -61,11 +62,11 @@ class ReadModel:
 
     @classmethod
     def open(cls, settings: Settings) -> ReadModel:
-        """Clients on `settings.clickhouse_dsn`: one for chDB (an in-process engine
-        already uses every core per query; concurrent chDB queries measured slower),
-        `api_clickhouse_pool` for a server."""
-        embedded = settings.clickhouse_dsn.startswith("chdb://")
-        n = 1 if embedded else max(1, settings.api_clickhouse_pool)
+        """`api_clickhouse_pool` clients on `settings.clickhouse_dsn`; for chDB (one
+        engine in this process) no more than the cores it can run queries on."""
+        n = max(1, settings.api_clickhouse_pool)
+        if settings.clickhouse_dsn.startswith("chdb://"):
+            n = min(n, os.cpu_count() or 1)
         return cls([make_client(settings) for _ in range(n)])
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
