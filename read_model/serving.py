@@ -122,7 +122,13 @@ _OWNERS_OF_SKUS = (
     " AND id IN {skus:Array(Int64)} GROUP BY id"
 )
 _SOME_LINES = "sku_id IN {skus:Array(Int64)}"
-_ALL = "1 = 1"
+#: SKUs recomputed per query by a rebuild: bounds its memory (a region of 10M balance
+#: rows at once took GBs) without many round trips.
+REBUILD_CHUNK = 5_000
+_SKUS_OF_REGION = (
+    "SELECT id, any(owner_id) FROM wms_sku WHERE region = {region:String}"
+    " AND _commit_lsn <= {wm:UInt64} GROUP BY id ORDER BY id"
+)
 
 
 def _figures_sql(scope: str, line_scope: str) -> str:
@@ -134,7 +140,6 @@ def _figures_sql(scope: str, line_scope: str) -> str:
 
 
 _FIGURES_SOME = _figures_sql(_SOME, _SOME_LINES)
-_FIGURES_ALL = _figures_sql(_ALL, _ALL)
 
 _CURRENT = (
     "SELECT region, owner, warehouse, sku, "
@@ -178,6 +183,13 @@ class Refresh:
     versions_written: int
     deleted: int
 
+    def __add__(self, other: Refresh) -> Refresh:
+        return Refresh(
+            self.keys_read + other.keys_read,
+            self.versions_written + other.versions_written,
+            self.deleted + other.deleted,
+        )
+
 
 class StockServing:
     """Keeps `stock_current` equal to the figures of the `wms_*` tables at every
@@ -207,7 +219,22 @@ class StockServing:
 
     def rebuild(self, region: str, cut: int) -> Refresh:
         """Recompute every key of `region` as of `cut` and record the region as built."""
-        done = self._refresh(_FIGURES_ALL, _CURRENT_ALL, {"region": region, "wm": cut}, cut)
+        region_params: dict[str, Any] = {"region": region, "wm": cut}
+        skus = self._rows(_SKUS_OF_REGION, region_params)
+        seen: set[tuple[Any, ...]] = set()
+        done = Refresh(0, 0, 0)
+        for i in range(0, len(skus), REBUILD_CHUNK):
+            chunk = skus[i : i + REBUILD_CHUNK]
+            params = {
+                **region_params,
+                "skus": [int(s) for s, _ in chunk],
+                "keys": sorted((int(o), int(s)) for s, o in chunk),
+            }
+            done += self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut, seen)
+        # keys of SKUs no longer in the WMS at all
+        gone = [r for r in self._rows(_CURRENT_ALL, region_params) if tuple(r[1:4]) not in seen]
+        self._write([], gone, cut)
+        done += Refresh(0, len(gone), len(gone))
         self._insert(
             "_stock_current_built",
             [[region], [cut], [datetime.now(UTC)]],
@@ -227,22 +254,38 @@ class StockServing:
                 self._built.add(region)
         return region in self._built
 
-    def _refresh(self, figures: str, current: str, params: dict[str, Any], cut: int) -> Refresh:
+    def _refresh(
+        self,
+        figures: str,
+        current: str,
+        params: dict[str, Any],
+        cut: int,
+        seen: set[tuple[Any, ...]] | None = None,
+    ) -> Refresh:
+        """Recompute the keys `figures` selects, compare with their `current` versions,
+        write what changed; adds the keys that exist to `seen`."""
         new = {tuple(r[1:4]): r for r in self._rows(figures, params)}
         old = {tuple(r[1:4]): r for r in self._rows(current, params)}
         changed = [r for k, r in new.items() if old.get(k) != tuple(r)]
         gone = [r for k, r in old.items() if k not in new]
-        if changed or gone:
-            seq = time.time_ns()
-            rows = [(*r, 0) for r in changed] + [(*r, 1) for r in gone]
-            columns = [list(c) for c in zip(*rows, strict=True)]
-            n = len(rows)
-            self._insert(
-                "stock_current",
-                [*columns[:-1], [cut] * n, [seq] * n, columns[-1]],
-                [*_COLUMNS, "_commit_lsn", "_seq", "_is_deleted"],
-            )
+        self._write(changed, gone, cut)
+        if seen is not None:
+            seen.update(new)
         return Refresh(len(new), len(changed) + len(gone), len(gone))
+
+    def _write(self, changed: list[Any], gone: list[Any], cut: int) -> None:
+        """Versions at `cut`: `changed` rows as they are, `gone` ones as deletes."""
+        if not changed and not gone:
+            return
+        seq = time.time_ns()
+        rows = [(*r, 0) for r in changed] + [(*r, 1) for r in gone]
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        n = len(rows)
+        self._insert(
+            "stock_current",
+            [*columns[:-1], [cut] * n, [seq] * n, columns[-1]],
+            [*_COLUMNS, "_commit_lsn", "_seq", "_is_deleted"],
+        )
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         try:
