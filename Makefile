@@ -53,6 +53,11 @@ test: install browser lint ## Run the whole test suite against real services (st
 faults: install ## The fault suite's long profile: 25 kill -9, 60 s outages (services started and stopped here)
 	STOCKCDC_FAULT_PROFILE=long bash infra/run-tests.sh tests/integration/faults $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: install ## Every benchmark, full profile (about an hour): bench/results/full.json and PNGs; BENCH_ARGS="--only api"
+	$(BIN)/stockcdc infra up
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 .PHONY: unit
 unit: $(STAMP) ## Fast unit tests only (no services)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
