@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -102,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ({profile.name}) ==", flush=True)
         started = time.perf_counter()
         results.pop(name, None)
+        load = round(os.getloadavg()[0], 2)  # the box is shared: say how busy it was
         try:
-            results[name] = measurement(name)(profile) | {"measured_at": _now()}
+            results[name] = measurement(name)(profile) | {
+                "measured_at": _now(),
+                "load_1m_at_start": load,
+            }
         except Exception:  # reported and counted: the other measurements still run
             failed[name] = traceback.format_exc()
             print(failed[name], file=sys.stderr, flush=True)

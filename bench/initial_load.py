@@ -91,9 +91,10 @@ def _end_offset(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def run(profile: Profile) -> dict[str, Any]:
-    """Seed one region, then snapshot and project it; seconds and rates."""
-    size = profile.pick("50k", "10M")
+def run(profile: Profile, size: str | None = None) -> dict[str, Any]:
+    """Seed one region (`size` balance rows, default the profile's), then snapshot and
+    project it; seconds and rates."""
+    size = size or profile.pick("50k", "10M")
     timeout_s = profile.pick(300.0, 3600.0)
     base = get_settings()
     with tempfile.TemporaryDirectory(prefix="bench-initial-load-") as tmp:
@@ -149,8 +150,9 @@ def run(profile: Profile) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="CI smoke: 50k balance rows")
+    ap.add_argument("--size", default=None, help="balance rows to seed, e.g. 1M")
     args = ap.parse_args()
-    result = run(Profile("quick" if args.quick else "full"))
+    result = run(Profile("quick" if args.quick else "full"), args.size)
     out = RESULTS_DIR / "initial_load.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
