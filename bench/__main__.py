@@ -14,6 +14,7 @@ measurement failed to run (a missed goal is a figure, not a failure).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import os
@@ -22,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench import plots
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="smoke profile (CI)")
     ap.add_argument("--only", default="", help=f"comma list of {', '.join(MEASUREMENTS)}")
+    ap.add_argument(
+        "--api-model", type=Path, default=None,
+        help="api: reuse the chDB read model an earlier run built here (skips the build)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     profile = Profile("quick" if args.quick else "full")
     chosen = [m for m in args.only.split(",") if m] or list(MEASUREMENTS)
@@ -104,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         results.pop(name, None)
         load = round(os.getloadavg()[0], 2)  # the box is shared: say how busy it was
+        run = measurement(name)
+        if name == "api" and args.api_model is not None:
+            run = functools.partial(run, path=args.api_model)
         try:
-            results[name] = measurement(name)(profile) | {
+            results[name] = run(profile) | {
                 "measured_at": _now(),
                 "load_1m_at_start": load,
             }
