@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         load = round(os.getloadavg()[0], 2)  # the box is shared: say how busy it was
         run = measurement(name)
         if name == "api" and args.api_model is not None:
-            run = functools.partial(run, path=args.api_model)
+            from bench.api import run as api_run
+
+            run = functools.partial(api_run, path=args.api_model)
         try:
             results[name] = run(profile) | {
                 "measured_at": _now(),
