@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 import pytest
 
-from cdc_consumers.decode import DecodeError, decode
+from cdc_consumers.decode import DecodeError, _data_event, _fast_change, decode
 from schemas.errors import TerminalError
 from schemas.events import (
+    UNAVAILABLE,
     Event,
     Heartbeat,
     Op,
@@ -198,3 +199,91 @@ def test_bad_value_and_region_mismatch() -> None:
     with pytest.raises(DecodeError) as err2:
         dec("create_lot", region="eu-central")
     assert err2.value.reason == "region_mismatch"
+
+
+# The fast path (msgspec, generated rows) must give exactly the checked path's event for
+# every record it takes, and leave every other record to the checked path.
+TAKEN = ["create_inventory", "create_inventory_txn", "create_location", "create_lot",
+         "create_owner", "create_sku_toast", "create_warehouse", "snapshot_first",
+         "snapshot_owner", "snapshot_sku_jsonb", "update_inventory"]  # fmt: skip
+LEFT = ["create_owner_added_columns", "update_owner_added_columns", "update_sku_unavailable",
+        "delete_inventory", "create_unknown_table", "truncate_unknown_table", "begin",
+        "end_multi_table", "heartbeat"]  # fmt: skip
+
+
+def checked(s: dict[str, Any]) -> Event:
+    region = s["topic"].split(".")[1]
+    return _data_event(region, s["value"], "here")
+
+
+@pytest.mark.parametrize("name", TAKEN)
+def test_the_fast_path_takes_common_changes_and_equals_the_checked_path(name: str) -> None:
+    s = sample(name)
+    fast = _fast_change(s["topic"].split(".")[1], orjson.dumps(s["value"]))
+    assert fast is not None
+    assert fast == checked(s)
+
+
+@pytest.mark.parametrize("name", LEFT)
+def test_the_fast_path_leaves_everything_else_to_the_checked_path(name: str) -> None:
+    s = sample(name)
+    assert _fast_change(s["topic"].split(".")[1], orjson.dumps(s["value"])) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "column", "value"),
+    [
+        ("create_sku_toast", "weight_kg", 0.5),  # a JSON number: the checked path refuses
+        ("create_sku_toast", "weight_kg", "NaN"),
+        ("create_sku_toast", "weight_kg", UNAVAILABLE),
+        ("create_sku_toast", "name", UNAVAILABLE),
+        ("create_sku_toast", "attributes", UNAVAILABLE),
+        ("create_sku_toast", "owner_id", True),  # an integer column
+        ("create_sku_toast", "owner_id", 1.0),
+        ("create_sku_toast", "owner_id", "1"),
+        ("create_sku_toast", "owner_id", 2**70),
+        ("create_sku_toast", "sku_code", None),  # NOT NULL
+        ("create_sku_toast", "barcode", "x"),
+        ("create_sku_toast", "created_at", "2026-11-27T07:56:15.500298"),  # no zone
+        ("create_sku_toast", "created_at", "2026-11-27T07:56:15.5002981Z"),
+        ("create_sku_toast", "created_at", "2026-11-27 07:56:15Z"),
+        ("create_sku_toast", "created_at", 1795766175514),
+        ("create_location", "sellable", 1),  # a boolean column
+        ("create_location", "sellable", None),
+        ("create_lot", "expiry_date", "2027-03-04"),  # days since 1970, as an integer
+        ("create_lot", "expiry_date", 10**9),
+    ],
+)
+def test_odd_values_take_the_fast_path_only_to_the_checked_paths_result(
+    name: str, column: str, value: object
+) -> None:
+    s = sample(name)
+    s["value"]["after"][column] = value
+    try:
+        expected: Event | None = checked(s)
+    except DecodeError:
+        expected = None
+    fast = _fast_change(s["topic"].split(".")[1], json.dumps(s["value"]).encode())
+    assert fast is None or fast == expected
+
+
+def test_the_fast_path_converts_other_zones_to_utc_like_the_checked_path() -> None:
+    s = sample("create_lot")
+    s["value"]["after"]["first_received_at"] = "2026-11-27T09:56:15.500298+02:00"
+    fast = _fast_change("us-west", orjson.dumps(s["value"]))
+    assert fast is not None
+    assert fast == checked(s)
+    row = fast.as_dict()
+    assert row is not None
+    assert row["first_received_at"] == datetime(2026, 11, 27, 7, 56, 15, 500298, UTC)
+    assert isinstance(row["first_received_at"], datetime)
+    assert row["first_received_at"].tzinfo is UTC
+
+
+def test_a_missing_or_extra_column_or_other_region_is_not_taken() -> None:
+    s = sample("create_lot")
+    del s["value"]["after"]["origin_country"]  # nullable: the checked path accepts it
+    assert _fast_change("us-west", orjson.dumps(s["value"])) is None
+    assert isinstance(checked(s), RowChange)
+    s = sample("create_lot")
+    assert _fast_change("eu-central", orjson.dumps(s["value"])) is None
