@@ -20,6 +20,7 @@ from schemas.events import (
     Heartbeat,
     IncompleteTransactionError,
     RowChange,
+    Snapshot,
     Tombstone,
     Transaction,
     Truncate,
@@ -118,7 +119,7 @@ class RegionAssembler:
 
         Raises `AssemblyProblem` for a record that fits no transaction; the caller
         dead-letters that record and reports it with `add_dead_letter`."""
-        if isinstance(event, RowChange) and event.is_snapshot:
+        if isinstance(event, RowChange) and event.snapshot is not Snapshot.NO:  # is_snapshot
             self._add_snapshot_row(event)
         else:
             if self._in_snapshot:
@@ -223,9 +224,12 @@ class RegionAssembler:
             )
         self._in_snapshot = True
         self._snapshot.append(row)
-        self._snapshot_lsn = max(self._snapshot_lsn, row.lsn)
-        self._snapshot_ts_ms = max(self._snapshot_ts_ms, row.commit_ts_ms)
-        if row.is_last_of_snapshot:
+        # The hot path of an initial load: plain comparisons, no max() or properties.
+        if row.lsn > self._snapshot_lsn:
+            self._snapshot_lsn = row.lsn
+        if row.commit_ts_ms > self._snapshot_ts_ms:
+            self._snapshot_ts_ms = row.commit_ts_ms
+        if row.snapshot is Snapshot.LAST:  # is_last_of_snapshot
             self._end_snapshot()
 
     def _end_snapshot(self) -> None:

@@ -5,13 +5,20 @@ transaction boundaries; the sink's writes are idempotent (versions are LSNs), so
 and redelivery after a crash or a rebalance change nothing. Records that can't be
 decoded or fit no transaction go to the dead-letter topic with their reason and original
 bytes before their offset is committed (decision 7); the rest of the batch lands.
+
+The sink writes on a thread of its own (`_BatchWriter`), one flush at a time in the order
+handed over, while the loop fetches and decodes the next records: ClickHouse works
+without holding the GIL, so on two cores the insert overlaps the Python side. The loop
+alone touches the consumer: it commits a flush's offsets once the writer returns it.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -106,6 +113,90 @@ class DeadLetter:
 
 
 @dataclass
+class _Flush:
+    """One flush on its way through the writer: the regions' batches, and the offsets
+    to commit once all of them are written."""
+
+    batches: list[Batch]
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    started: float = 0.0  # when the writer began it (monotonic)
+
+
+class _BatchWriter:
+    """The sink's thread: writes handed-over flushes in order, one at a time. At most one
+    more waits while one is written (memory stays bounded; the loop blocks beyond that).
+    A write that fails for good is re-raised on the loop's thread by the next call."""
+
+    def __init__(self, write: Callable[[Batch], None]) -> None:
+        self._write = write
+        self._todo: queue.Queue[_Flush | None] = queue.Queue(maxsize=1)
+        self._done: queue.Queue[_Flush] = queue.Queue()
+        self._in_flight = 0  # handed over, not yet returned by `written`
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="projector-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (flush := self._todo.get()) is not None:
+            flush.started = time.monotonic()
+            try:
+                for batch in flush.batches:
+                    self._write(batch)
+            except BaseException as exc:  # handed to the loop, which raises it
+                self._error = exc
+                return
+            self._done.put(flush)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def has_room(self) -> bool:
+        """Whether a flush handed over now would not wait behind another."""
+        return self._todo.empty()
+
+    def hand_over(self, flush: _Flush) -> None:
+        """Queue `flush` for writing; blocks while another one is already waiting."""
+        while True:
+            self._check()
+            try:
+                self._todo.put(flush, timeout=0.1)
+            except queue.Full:
+                continue
+            self._in_flight += 1
+            return
+
+    def written(self, wait: bool = False) -> list[_Flush]:
+        """Flushes written since the last call, oldest first; with `wait`, only once every
+        flush handed over is written."""
+        out: list[_Flush] = []
+        while self._in_flight:
+            try:
+                flush = self._done.get(timeout=0.1) if wait else self._done.get_nowait()
+            except queue.Empty:
+                self._check()
+                if wait:
+                    continue
+                break
+            out.append(flush)
+            self._in_flight -= 1
+        return out
+
+    def close(self) -> None:
+        """Drop what was not begun and wait for the thread (a write in progress ends or,
+        retrying, gives up: the caller's stop or closing event is set)."""
+        try:
+            while True:
+                self._todo.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
+
+
+@dataclass
 class Projector:
     """One member of the projector consumer group; `run` until `stop` is set."""
 
@@ -115,6 +206,7 @@ class Projector:
     _assemblers: dict[TopicPartition, RegionAssembler] = field(default_factory=dict)
     _joined: KafkaConsumer | None = None  # the consumer while `run` runs
     _regions: dict[str, str] = field(default_factory=dict)
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._regions = {r.cdc_topic: r.name for r in self.settings.region_list()}
@@ -164,25 +256,30 @@ class Projector:
         self._await_metadata(consumer)
         consumer.subscribe(topics=sorted(self._regions))
         self._joined = consumer
+        self._closing.clear()
+        writer = _BatchWriter(self._write)
         log.info("projector.start", topics=sorted(self._regions))
         oldest_pending: float | None = None
         try:
             while not self.stop.is_set():
                 polled = consumer.poll(timeout_ms=50)
-                self._sync_assignment(consumer)
+                self._sync_assignment(consumer, writer, deadletter)
                 for tp, records in polled.items():
                     assembler = self._assemblers.get(tp)
                     if assembler is None:
                         continue  # revoked while fetched: its next owner redoes it
                     self._feed(assembler, records, deadletter)
+                self._commit(consumer, deadletter, writer.written())
                 if oldest_pending is None and any(a.has_work for a in self._assemblers.values()):
                     oldest_pending = time.monotonic()
-                if oldest_pending is not None and self._due(oldest_pending):
-                    self.flush(consumer, deadletter)
+                if oldest_pending is not None and self._due(oldest_pending, writer):
+                    self._hand_over(writer)
                     oldest_pending = None
-            self.flush(consumer, deadletter)
+            self.flush(consumer, deadletter, writer)
         finally:
             self._joined = None
+            self._closing.set()
+            writer.close()
             consumer.close(autocommit=False)
             deadletter.producer.close()
             log.info("projector.stop")
@@ -198,22 +295,32 @@ class Projector:
                     raise ProjectorError(f"topic {topic} has no partitions after {timeout_s}s")
                 time.sleep(0.1)
 
-    def _due(self, oldest_pending: float) -> bool:
+    def _due(self, oldest_pending: float, writer: _BatchWriter) -> bool:
+        """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age unless the
+        writer already has one waiting (then it grows: fewer, larger inserts)."""
         rows = sum(a.pending_rows for a in self._assemblers.values())
+        if rows >= self.settings.batch_max_rows:
+            return True
         age_ms = 1000 * (time.monotonic() - oldest_pending)
-        return rows >= self.settings.batch_max_rows or age_ms >= self.settings.batch_max_ms
+        return age_ms >= self.settings.batch_max_ms and writer.has_room
 
-    def _sync_assignment(self, consumer: KafkaConsumer) -> None:
+    def _sync_assignment(
+        self, consumer: KafkaConsumer, writer: _BatchWriter, deadletter: DeadLetter
+    ) -> None:
         """Follow rebalances, on this thread, between polls: drop the state of partitions
         we lost (their new owner restarts from the committed boundary), start fresh ones
         from the region's stored watermark, keep the rest (kafka-python keeps their fetch
         position too). Not a rebalance listener: kafka-python 3 calls those on its network
-        thread, racing this loop's use of the same state."""
+        thread, racing this loop's use of the same state. What the writer holds is
+        written first, and committed for the partitions we keep; the sink is then idle
+        while the watermarks are read."""
         assigned = set(consumer.assignment())
         if assigned == set(self._assemblers):
             return
+        written = writer.written(wait=True)
         for tp in set(self._assemblers) - assigned:
             del self._assemblers[tp]
+        self._commit(consumer, deadletter, written)
         new = assigned - set(self._assemblers)
         if new:
             watermarks = self.sink.load_watermarks()
@@ -227,6 +334,8 @@ class Projector:
 
     def _feed(self, assembler: RegionAssembler, records: list[Any], deadletter: DeadLetter) -> None:
         region = assembler.region
+        add = assembler.add
+        kinds: Counter[type] = Counter()
         for rec in records:
             try:
                 event: Event = decode(
@@ -236,25 +345,42 @@ class Projector:
                 deadletter.send(region, rec, exc.reason, exc.detail)
                 assembler.add_dead_letter(rec.offset, _table_of(rec.key))
                 continue
-            metrics.EVENTS.labels(region, _KINDS.get(type(event), "other")).inc()
+            kinds[type(event)] += 1
             try:
-                assembler.add(rec.offset, event)
+                add(rec.offset, event)
             except AssemblyProblem as exc:
                 deadletter.send(region, rec, exc.reason, str(exc))
                 assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+        for kind, n in kinds.items():  # once per poll, not per event: it is the hot loop
+            metrics.EVENTS.labels(region, _KINDS.get(kind, "other")).inc(n)
 
-    def flush(self, consumer: KafkaConsumer, deadletter: DeadLetter) -> None:
-        """Write every region's ready transactions, then commit their offsets."""
-        started = time.monotonic()
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for tp, assembler in list(self._assemblers.items()):
+    def _hand_over(self, writer: _BatchWriter) -> None:
+        """Take every region's ready transactions and give them to the writer, with the
+        offsets to commit after (everything goes through it: a commit never overtakes a
+        write of the same partition)."""
+        flush = _Flush([], {})
+        for tp, assembler in self._assemblers.items():
             batch = assembler.take()
             if batch.is_empty:
                 continue
             if batch.transactions or batch.watermark is not None:
-                self._write(batch)
+                flush.batches.append(batch)
             if batch.commit_offset is not None:
-                offsets[tp] = OffsetAndMetadata(batch.commit_offset, "", -1)
+                flush.offsets[tp] = OffsetAndMetadata(batch.commit_offset, "", -1)
+        if flush.batches or flush.offsets:
+            writer.hand_over(flush)
+
+    def _commit(
+        self, consumer: KafkaConsumer, deadletter: DeadLetter, written: list[_Flush]
+    ) -> None:
+        """Commit the offsets of written flushes (of partitions still ours), after the
+        dead letters before them are durable."""
+        if not written:
+            return
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for flush in written:  # oldest first: a later offset replaces an earlier one
+            offsets.update(flush.offsets)
+        offsets = {tp: o for tp, o in offsets.items() if tp in self._assemblers}
         deadletter.flush()
         if offsets:
             try:
@@ -264,23 +390,31 @@ class Projector:
                 # new owner resumes from the last committed boundary.
                 metrics.COMMIT_FAILURES.inc()
                 log.warning("projector.commit_refused", error=str(exc))
-        metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
+        now = time.monotonic()
+        for flush in written:
+            metrics.FLUSH_SECONDS.observe(now - flush.started)
+
+    def flush(self, consumer: KafkaConsumer, deadletter: DeadLetter, writer: _BatchWriter) -> None:
+        """Write every region's ready transactions, then commit their offsets (waits)."""
+        self._hand_over(writer)
+        self._commit(consumer, deadletter, writer.written(wait=True))
 
     def _write(self, batch: Batch) -> None:
-        """Write with backoff on transient errors; offsets stay uncommitted meanwhile."""
+        """Write with backoff on transient errors (on the writer's thread); offsets stay
+        uncommitted meanwhile."""
         delay_ms = self.settings.write_retry_initial_ms
         while True:
             try:
                 self.sink.write(batch.region, batch.transactions, batch.watermark)
                 break
             except TransientError as exc:
-                if self.stop.is_set():
+                if self.stop.is_set() or self._closing.is_set():
                     raise
                 metrics.WRITE_RETRIES.inc()
                 log.warning(
                     "projector.write.retry", region=batch.region, error=str(exc), delay_ms=delay_ms
                 )
-                time.sleep(delay_ms / 1000)
+                self._closing.wait(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)
         _observe(batch)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -64,16 +65,37 @@ def reconciling(settings: Settings, client: Client) -> Iterator[None]:
         yield
 
 
+#: Allocations between young-generation collections while a projector runs (Python's
+#: default is 700). A batch holds tens of thousands of live events, so with the default
+#: they were scanned again and again, and promoted into many full collections: 20-25% of
+#: the projector's CPU on a 370k-event backlog, 5-10% with this.
+PROJECTOR_GC_THRESHOLD = 10_000
+
+
+@contextmanager
+def batch_gc(threshold: int = PROJECTOR_GC_THRESHOLD) -> Iterator[None]:
+    """Collect the young generation every `threshold` allocations inside the block (the
+    process's setting: the API's requests in the same process get it too), then restore."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(threshold, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 @contextmanager
 def running(projector: Projector) -> Iterator[threading.Thread]:
-    """Run the projector in a background thread; stop it and wait on exit."""
+    """Run the projector in a background thread (with `batch_gc`); stop it and wait on
+    exit."""
     thread = threading.Thread(target=projector.run, name="projector", daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        projector.stop.set()
-        thread.join(timeout=60)
+    with batch_gc():
+        thread.start()
+        try:
+            yield thread
+        finally:
+            projector.stop.set()
+            thread.join(timeout=60)
 
 
 def stop_on_signals(projector: Projector) -> None:

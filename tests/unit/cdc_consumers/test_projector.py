@@ -1,0 +1,139 @@
+"""The projector's hand-off to its writer thread: flushes written in order, one waiting at
+most, failures raised on the loop's thread, offsets committed only once written and only
+for partitions still assigned. (The loop on real Kafka: tests/integration/cdc_consumers.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from cdc_consumers.assembler import Batch, RegionAssembler
+from cdc_consumers.projector import Projector, _BatchWriter, _Flush
+from schemas.events import Transaction, TxBegin, TxEnd, Watermark
+from stockcdc.settings import Settings
+
+R = "us-west"
+
+
+def batch(n: int) -> Batch:
+    return Batch(R, [Transaction(R, n, 100 * n, 1000 * n, ())], Watermark(R, 100 * n, 0), n)
+
+
+def flush(n: int) -> _Flush:
+    return _Flush([batch(n)], {TopicPartition("t", 0): OffsetAndMetadata(n, "", -1)})
+
+
+def test_flushes_are_written_in_order_and_returned_oldest_first() -> None:
+    written: list[int | None] = []
+    writer = _BatchWriter(lambda b: written.append(b.commit_offset))
+    for n in (1, 2, 3):
+        writer.hand_over(flush(n))
+    done = writer.written(wait=True)
+    writer.close()
+    assert written == [1, 2, 3]
+    assert [f.batches[0].commit_offset for f in done] == [1, 2, 3]
+    assert writer.written() == []
+
+
+def test_one_flush_waits_at_most_while_another_is_written() -> None:
+    release = threading.Event()
+
+    def write(b: Batch) -> None:
+        release.wait(10)
+
+    writer = _BatchWriter(write)
+    writer.hand_over(flush(1))  # taken by the thread, blocked in the write
+    deadline = time.monotonic() + 5
+    while not writer.has_room:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    writer.hand_over(flush(2))  # waits in the queue
+    assert not writer.has_room
+    third = threading.Thread(target=writer.hand_over, args=(flush(3),))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()  # back-pressure: blocked until the writer takes the second
+    assert writer.written() == []  # nothing is done before it is written
+    release.set()
+    third.join(5)
+    assert [f.batches[0].commit_offset for f in writer.written(wait=True)] == [1, 2, 3]
+    writer.close()
+
+
+def test_a_failed_write_is_raised_on_the_loops_thread() -> None:
+    def write(b: Batch) -> None:
+        if b.commit_offset == 2:
+            raise RuntimeError("ClickHouse says no")
+
+    writer = _BatchWriter(write)
+    writer.hand_over(flush(1))
+    writer.hand_over(flush(2))
+    with pytest.raises(RuntimeError, match="says no"):
+        writer.written(wait=True)
+    with pytest.raises(RuntimeError, match="says no"):
+        writer.hand_over(flush(3))
+    writer.close()
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.commits.append(dict(offsets))
+
+
+class FakeDeadLetter:
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer, self.flushed_before_commits = consumer, -1
+
+    def flush(self) -> None:
+        self.flushed_before_commits = len(self.consumer.commits)
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, Sequence[Transaction], Watermark | None]] = []
+
+    def load_watermarks(self) -> dict[str, Watermark]:
+        return {}
+
+    def write(
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
+    ) -> None:
+        self.writes.append((region, transactions, watermark))
+
+
+def test_offsets_are_committed_after_the_write_for_partitions_still_ours() -> None:
+    sink = ListSink()
+    projector = Projector(Settings(), sink)
+    ours, gone = TopicPartition("a", 0), TopicPartition("b", 0)
+    projector._assemblers = {ours: RegionAssembler(R)}
+    assembler = projector._assemblers[ours]
+    assembler.add(0, TxBegin(R, 7, 10, 1))
+    assembler.add(1, TxEnd(R, 7, 20, 0, {}, 2))
+    writer = _BatchWriter(projector._write)
+    projector._hand_over(writer)
+    consumer = FakeConsumer()
+    deadletter = FakeDeadLetter(consumer)
+    done = writer.written(wait=True)
+    done.append(_Flush([], {gone: OffsetAndMetadata(5, "", -1)}))  # revoked meanwhile
+    projector._commit(consumer, deadletter, done)  # type: ignore[arg-type]
+    writer.close()
+    assert [(r, [t.tx_id for t in txs], w) for r, txs, w in sink.writes] == [
+        (R, [7], Watermark(R, 20, 2))
+    ]
+    assert consumer.commits == [{ours: OffsetAndMetadata(2, "", -1)}]
+    assert deadletter.flushed_before_commits == 0  # dead letters durable first
+
+
+def test_nothing_written_commits_nothing() -> None:
+    projector = Projector(Settings(), ListSink())
+    consumer = FakeConsumer()
+    projector._commit(consumer, FakeDeadLetter(consumer), [])  # type: ignore[arg-type]
+    assert consumer.commits == []
