@@ -61,34 +61,37 @@ class WriteStats:
 
 @dataclass(slots=True)
 class _Columns:
-    """Column-oriented buffer of one table's rows."""
+    """One table's rows, buffered as tuples and turned into columns once, when `data` is
+    read (a transpose in C: appending value by value to every column was the writer's
+    hottest Python)."""
 
     spec: TableSpec
-    data: list[list[Any]]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    _data: list[list[Any]] | None = None
 
     @classmethod
     def empty(cls, spec: TableSpec) -> _Columns:
-        return cls(spec, [[] for _ in range(1 + len(spec.columns) + len(_META))])
+        return cls(spec)
 
     def append(
         self, region: str, row: Sequence[object], lsn: int, commit: int, deleted: int, extra: Any
     ) -> None:
-        data = self.data
-        data[0].append(region)
-        for i, v in enumerate(row, start=1):
-            data[i].append(v)
-        n = len(row) + 1
-        data[n].append(lsn)
-        data[n + 1].append(commit)
-        data[n + 2].append(deleted)
-        data[n + 3].append(extra)
+        self.rows.append((region, *row, lsn, commit, deleted, extra))
+        self._data = None
+
+    @property
+    def data(self) -> list[list[Any]]:
+        """The rows as columns, in `names` order."""
+        if self._data is None:
+            self._data = [list(column) for column in zip(*self.rows, strict=True)]
+        return self._data
 
     @property
     def names(self) -> list[str]:
         return ["region", *self.spec.column_names, *_META]
 
     def __len__(self) -> int:
-        return len(self.data[0])
+        return len(self.rows)
 
 
 class ProjectionWriter:
@@ -118,7 +121,7 @@ class ProjectionWriter:
                     "it would hide applied rows"
                 )
         stats = WriteStats()
-        state = self._previous_versions(region, transactions, stats)
+        state, watched = self._previous_versions(region, transactions, stats)
         buffers: dict[str, _Columns] = {}
         touched = Touched()
         for tx in transactions:
@@ -132,7 +135,7 @@ class ProjectionWriter:
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
                     continue
-                self._buffer(region, ch, tx.commit_lsn, state, buffers, stats)
+                self._buffer(region, ch, tx.commit_lsn, state, buffers, stats, watched)
         self._flush(buffers, stats, touched)
         snapshot_done = False
         for tx in transactions:
@@ -211,7 +214,23 @@ class ProjectionWriter:
         state: dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]],
         buffers: dict[str, _Columns],
         stats: WriteStats,
+        watched: set[tuple[str, tuple[object, ...]]] | None = None,
     ) -> None:
+        """Buffer one change; `state` follows the rows of the `watched` keys (None: all)
+        through the batch, for a later delete or placeholder of the same key."""
+        row = ch.row
+        if (
+            row is not None
+            and not ch.unavailable
+            and watched is not None
+            and (ch.table, ch.key) not in watched
+        ):
+            # The common case, kept short: nothing in the batch needs this row later.
+            buf = buffers.get(ch.table)
+            if buf is None:
+                buf = buffers[ch.table] = _Columns.empty(ch.spec)
+            buf.append(region, row, ch.lsn, commit_lsn, 0, ch.extra)
+            return
         k = (ch.table, ch.key)
         prev = state.get(k)
         extra: Any = ch.extra
@@ -261,17 +280,26 @@ class ProjectionWriter:
 
     def _previous_versions(
         self, region: str, transactions: Sequence[Transaction], stats: WriteStats
-    ) -> dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]]:
+    ) -> tuple[
+        dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]],
+        set[tuple[str, tuple[object, ...]]],
+    ]:
         """Latest projected row (any commit, deleted or not ignored) of every key whose
-        first change in the batch needs it: a delete or a change with placeholders."""
+        first change in the batch needs it: a delete or a change with placeholders; and
+        the keys with any such change (only their rows are followed through the batch)."""
+        watched: set[tuple[str, tuple[object, ...]]] = set()
+        for tx in transactions:
+            for ch in tx.changes:
+                if isinstance(ch, RowChange) and (ch.row is None or ch.unavailable):
+                    watched.add((ch.table, ch.key))
         seen: set[tuple[str, tuple[object, ...]]] = set()
         wanted: dict[str, list[object]] = {}
-        for tx in transactions:
+        for tx in transactions if watched else ():
             for ch in tx.changes:
                 if not isinstance(ch, RowChange):
                     continue
                 k = (ch.table, ch.key)
-                if k in seen:
+                if k in seen or k not in watched:
                     continue
                 seen.add(k)
                 if ch.row is None or ch.unavailable:
@@ -293,7 +321,7 @@ class ProjectionWriter:
                     continue
                 state[(table, (r[spec.index[pk]],))] = (tuple(r[:n]), r[n])
             stats.looked_up += len(ids)
-        return state
+        return state, watched
 
     def _truncate(self, region: str, ch: Truncate, commit_lsn: int) -> None:
         self._delete_current(region, ch.table, ch.lsn, commit_lsn, "truncate")
