@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,9 @@ from typing import Any
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.common import RESULTS_DIR, Profile, machine
+from bench.common import RESULTS_DIR, Profile, machine, peak_rss_mb
 from cdc_consumers.projector import Projector
-from cdc_consumers.service import progress
+from cdc_consumers.service import running
 from infra.pipeline import IsolatedPipeline
 from read_model.client import make_client
 from read_model.migrate import migrate
@@ -69,7 +67,8 @@ def build_backlog(pipeline: IsolatedPipeline, size: str, ops: int) -> dict[str, 
 
 
 def _bare(settings: Settings, ends: dict[str, int], out: Any) -> None:
-    """kafka-python alone: fetch and deserialize nothing, touch every record."""
+    """Child: kafka-python alone, with the projector's fetch settings: deserialize
+    nothing, touch every record, until every partition's end."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
@@ -81,6 +80,7 @@ def _bare(settings: Settings, ends: dict[str, int], out: Any) -> None:
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     count, nbytes = 0, 0
+    cpu0 = time.process_time()
     started = time.perf_counter()
     positions = dict.fromkeys(ends, 0)
     while any(positions[t] < ends[t] for t in ends):
@@ -90,46 +90,81 @@ def _bare(settings: Settings, ends: dict[str, int], out: Any) -> None:
                 nbytes += len(rec.value or b"")
             positions[tp.topic] = records[-1].offset + 1
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
     consumer.close()
     out.put(
         {
             "events": count,
             "bytes": nbytes,
             "seconds": seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cpu_seconds": cpu,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 
 
-def _project(settings: Settings, ends: dict[str, int], out: Any) -> None:
-    """The projector from offset 0 into a fresh embedded ClickHouse, until committed."""
+def _project(settings: Settings, control: Any, out: Any) -> None:
+    """Child: the projector as `stockcdc project` runs it (`service.running`: its thread
+    and GC setting) from offset 0 into a fresh embedded chDB, until told to stop; says
+    when it starts and reports its CPU time, inventory row versions and peak RSS."""
     client = make_client(settings)
     migrate(client, settings.clickhouse_cluster)
     projector = Projector(settings, ProjectionWriter(client))
-    thread = threading.Thread(target=projector.run, daemon=True)
-    started = time.perf_counter()
-    thread.start()
-    timeline: list[tuple[float, int]] = []
-    by_topic = {r.name: r.cdc_topic for r in settings.region_list()}
-    while True:
-        done = {by_topic[p.region]: p.committed for p in progress(settings)}
-        timeline.append((time.perf_counter() - started, sum(done.values())))
-        if all(done.get(t, 0) >= e for t, e in ends.items()):
-            break
-        time.sleep(0.5)
-    seconds = time.perf_counter() - started
-    projector.stop.set()
-    thread.join()
+    cpu0 = time.process_time()
+    out.put("started")
+    with running(projector) as thread:
+        while not control.wait(0.2):
+            if not thread.is_alive():
+                out.put({"error": "the projector thread died (its traceback is above)"})
+                return
+    cpu = time.process_time() - cpu0
     rows = client.query("SELECT count() FROM wms_inventory").result_rows[0][0]
-    out.put(
-        {
-            "events": sum(ends.values()),
-            "seconds": seconds,
-            "inventory_versions": rows,
-            "timeline": timeline,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }
+    out.put({"cpu_seconds": cpu, "inventory_versions": int(rows), "peak_rss_mb": peak_rss_mb()})
+
+
+def _committed(consumer: KafkaConsumer, ends: dict[str, int]) -> int:
+    """Events of the backlog committed by the group (heartbeats after a region's end,
+    which keep coming, are not counted)."""
+    return sum(min(consumer.committed(TopicPartition(t, 0)) or 0, e) for t, e in ends.items())
+
+
+def _projected(settings: Settings, ends: dict[str, int], timeout_s: float) -> dict[str, Any]:
+    """Run `_project` in a child and watch the group's committed offsets from here (not
+    in the projector's process: its GIL is what is measured) until they reach `ends`."""
+    ctx = mp.get_context("spawn")
+    control, out = ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_project, args=(settings, control, out))
+    child.start()
+    watch = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
     )
+    total = sum(ends.values())
+    try:
+        if out.get(timeout=300) != "started":
+            raise RuntimeError("the projector child did not start")
+        started = time.perf_counter()
+        timeline: list[tuple[float, int]] = [(0.0, 0)]
+        while timeline[-1][1] < total:
+            time.sleep(0.25)
+            now = time.perf_counter() - started
+            if not out.empty() or not child.is_alive() or now > timeout_s:
+                why = out.get() if not out.empty() else f"alive: {child.is_alive()}"
+                raise RuntimeError(f"projector stopped short of the backlog's end: {why}")
+            timeline.append((now, _committed(watch, ends)))
+        seconds = timeline[-1][0]
+        control.set()
+        result: dict[str, Any] = out.get(timeout=120)
+    finally:
+        watch.close()
+        control.set()
+        child.join(60)
+        if child.is_alive():
+            child.terminate()
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    return {**result, "seconds": seconds, "timeline": timeline}
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, Any]:
@@ -143,8 +178,10 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def run(profile: Profile, size: str | None = None, ops: int | None = None) -> dict[str, Any]:
-    """Build the backlog, consume it bare, then project it: events/s of both and their
-    ratio, the projector's progress over time, peak RSS of each."""
+    """Build the backlog, consume it bare, project it, consume it bare again: events/s of
+    both and their ratio (bare: the mean of the two runs around the projection, so a
+    change of the shared machine's load weighs on both), the projector's progress over
+    time, CPU seconds and peak RSS of each."""
     size = size or profile.pick("2k", "120k")
     ops = ops if ops is not None else profile.pick(200, 3000)
     base = get_settings()
@@ -155,29 +192,35 @@ def run(profile: Profile, size: str | None = None, ops: int | None = None) -> di
             ends = build_backlog(pipeline, size, ops)
             backlog_s = time.perf_counter() - t0
             s = pipeline.settings
-            bare = _in_child(_bare, s, ends)
-            proj = _in_child(_project, s, ends)
+            bare = [_in_child(_bare, s, ends)]
+            proj = _projected(s, ends, timeout_s=profile.pick(600.0, 1800.0))
+            bare.append(_in_child(_bare, s, ends))
         finally:
             pipeline.close()
     events = sum(ends.values())
+    bare_s = sum(b["seconds"] for b in bare) / len(bare)
     return {
         "method": (
             "A real Debezium backlog on an isolated pipeline (seed as snapshot, then a mixed"
-            " workload streamed), consumed from offset 0 by kafka-python alone, then by the"
-            " projector into a fresh embedded chDB until every offset is committed; each in"
-            " a child process."
+            " workload streamed) consumed from offset 0 by kafka-python alone, by the"
+            " projector into a fresh embedded chDB until every offset is committed, and by"
+            " kafka-python alone again; each in a child process, watched from the parent."
         ),
         "goal": GOAL,
+        "profile": profile.name,
         "seed_size_per_region": size,
         "workload_ops_per_region": ops,
         "backlog_events": events,
         "backlog_build_seconds": round(backlog_s, 1),
-        "bare_kafka_python_events_per_s": round(bare["events"] / bare["seconds"]),
+        "bare_kafka_python_events_per_s": round(events / bare_s),
         "projected_events_per_s": round(events / proj["seconds"]),
-        "ratio_projected_to_bare": round(bare["seconds"] / proj["seconds"], 3),
-        "bare_seconds": round(bare["seconds"], 2),
+        "ratio_projected_to_bare": round(bare_s / proj["seconds"], 3),
+        "bare_seconds": [round(b["seconds"], 2) for b in bare],
         "projected_seconds": round(proj["seconds"], 2),
-        "bare_peak_rss_mb": round(bare["peak_rss_mb"]),
+        "bare_cpu_seconds": [round(b["cpu_seconds"], 2) for b in bare],
+        "projector_cpu_seconds": round(proj["cpu_seconds"], 2),
+        "inventory_versions": proj["inventory_versions"],
+        "bare_peak_rss_mb": round(max(b["peak_rss_mb"] for b in bare)),
         "projector_peak_rss_mb": round(proj["peak_rss_mb"]),
         "machine": machine(),
         "plots": {"ingest_timeline": [(round(t, 2), n) for t, n in proj["timeline"]]},
