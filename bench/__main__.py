@@ -51,7 +51,8 @@ def _goals(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool
             return
         met = value >= goal if higher else value <= goal
         sign = "≥" if higher else "≤"
-        rows.append((name, f"{value:,.3g} {unit}".strip(), f"{sign} {goal:,} {unit}".strip(), met))
+        shown = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        rows.append((name, f"{shown} {unit}".strip(), f"{sign} {goal:,} {unit}".strip(), met))
 
     if r := results.get("ingest"):
         add("ingest: events/s projected", r.get("projected_events_per_s"), 25_000, "ev/s", True)
