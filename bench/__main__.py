@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             run = functools.partial(api_run, path=args.api_model)
         try:
             results[name] = run(profile) | {
+                "profile": profile.name,
                 "measured_at": _now(),
                 "load_1m_at_start": load,
             }

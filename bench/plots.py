@@ -70,7 +70,8 @@ def plot_ingest(result: dict[str, Any], path: Path) -> None:
     for ax in (total, per_s):
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"Ingest of {result.get('backlog_events', n[-1]):,} events ({result.get('profile', '')})"
+        f"Ingest of {result.get('backlog_events', n[-1]):,} events"
+        + (f" ({p})" if (p := result.get("profile")) else "")
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
