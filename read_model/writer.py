@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +48,25 @@ def _fillers(spec: TableSpec) -> tuple[object, ...]:
 
 _FILLERS: Mapping[str, tuple[object, ...]] = {n: _fillers(s) for n, s in WMS_MODEL.items()}
 
+#: Per table, where its timestamptz columns are in `_Columns.data`: they go to ClickHouse
+#: as microseconds since the epoch, computed in C (the driver's per-datetime conversion in
+#: Python was a tenth of the writer's time).
+_TIMESTAMPS: Mapping[str, tuple[int, ...]] = {
+    n: tuple(1 + i for i, c in enumerate(s.columns) if c.base_type == "timestamptz")
+    for n, s in WMS_MODEL.items()
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(column: list[Any]) -> list[Any]:
+    """Aware datetimes as microseconds since the epoch (DateTime64(6) ticks, the value
+    the driver would compute); a column holding a naive one is left to the driver."""
+    try:
+        return [None if d is None else (d - _EPOCH) // _MICROSECOND for d in column]
+    except TypeError:
+        return column
+
 
 @dataclass(slots=True)
 class WriteStats:
@@ -81,9 +100,12 @@ class _Columns:
 
     @property
     def data(self) -> list[list[Any]]:
-        """The rows as columns, in `names` order."""
+        """The rows as columns, in `names` order (timestamps as epoch microseconds)."""
         if self._data is None:
-            self._data = [list(column) for column in zip(*self.rows, strict=True)]
+            data = [list(column) for column in zip(*self.rows, strict=True)]
+            for i in _TIMESTAMPS[self.spec.name] if data else ():
+                data[i] = _micros(data[i])
+            self._data = data
         return self._data
 
     @property
