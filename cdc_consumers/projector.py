@@ -255,6 +255,12 @@ class Projector:
         )
         self._await_metadata(consumer)
         consumer.subscribe(topics=sorted(self._regions))
+        # kafka-python 3.0.12 snapshots the subscribed topics' metadata only from fetches
+        # made while subscribed: without this one the first join records an empty
+        # snapshot, the next refresh asks for a second join, and a join of that kind that
+        # outlasts one poll's timeout is never completed (the member stays "rebalancing",
+        # every commit refused, forever; seen under load).
+        consumer.topics()
         self._joined = consumer
         self._closing.clear()
         writer = _BatchWriter(self._write)
