@@ -55,6 +55,7 @@ _SNAPSHOTS: Mapping[str, Snapshot] = {s.value: s for s in Snapshot}
 #: Ops the fast path takes (deletes and truncates always take the checked path).
 _FAST_OPS: Mapping[str, Op] = {"c": Op.CREATE, "u": Op.UPDATE, "r": Op.READ}
 _NO_COLUMNS: frozenset[str] = frozenset()
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,18 +230,22 @@ def _fast_change(region: str, value: bytes) -> RowChange | None:
     if row is None:
         return None
     key = (row[plan.pk_index[0]],) if len(plan.pk_index) == 1 else _pk(plan, row)
-    return RowChange(
-        region,
-        plan.spec.name,
-        op,
-        key,
-        row,
-        src.lsn,
-        src.txId,
-        src.ts_ms,
-        snapshot,
-        _NO_COLUMNS,
-        NO_EXTRA,
+    # RowChange(...) without the NamedTuple's Python-level __new__ (every field given).
+    return _new_tuple(
+        RowChange,
+        (
+            region,
+            plan.spec.name,
+            op,
+            key,
+            row,
+            src.lsn,
+            src.txId,
+            src.ts_ms,
+            snapshot,
+            _NO_COLUMNS,
+            NO_EXTRA,
+        ),
     )
 
 

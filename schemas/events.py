@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -204,11 +205,20 @@ class Transaction:
         if not changes:
             raise ValueError("empty snapshot batch")
         first = changes[0]
-        if any(c.region != first.region or not c.is_snapshot for c in changes):
+        # map/attrgetter: the loops run in C (a batch is tens of thousands of rows)
+        if set(map(_REGION, changes)) != {first.region} or Snapshot.NO in set(
+            map(_SNAPSHOT, changes)
+        ):
             raise ValueError("a snapshot batch holds snapshot reads of one region only")
-        lsn = max(c.lsn for c in changes)
-        ts = max(c.commit_ts_ms for c in changes)
+        lsn = max(map(_LSN, changes))
+        ts = max(map(_COMMIT_TS, changes))
         return cls(first.region, None, lsn, ts, tuple(changes))
+
+
+_REGION = attrgetter("region")
+_SNAPSHOT = attrgetter("snapshot")
+_LSN = attrgetter("lsn")
+_COMMIT_TS = attrgetter("commit_ts_ms")
 
 
 @dataclass(frozen=True, slots=True)
