@@ -35,6 +35,9 @@ from stockcdc.settings import Settings, get_settings
 
 RESULTS = RESULTS_DIR / "ingest.json"
 GOAL = {"events_per_s": 25_000, "ratio": 0.6}
+#: No offset committed for this long fails the run (seen once on the loaded box: the
+#: group stuck in a rebalance that kafka-python never completed, every commit refused).
+STALL_S = 120.0
 
 
 def _end_offsets(settings: Settings) -> dict[str, int]:
@@ -146,13 +149,20 @@ def _projected(settings: Settings, ends: dict[str, int], timeout_s: float) -> di
             raise RuntimeError("the projector child did not start")
         started = time.perf_counter()
         timeline: list[tuple[float, int]] = [(0.0, 0)]
+        progressed = 0.0  # when the committed count last grew
         while timeline[-1][1] < total:
             time.sleep(0.25)
             now = time.perf_counter() - started
-            if not out.empty() or not child.is_alive() or now > timeout_s:
+            stalled = now - progressed > STALL_S
+            if not out.empty() or not child.is_alive() or now > timeout_s or stalled:
                 why = out.get() if not out.empty() else f"alive: {child.is_alive()}"
-                raise RuntimeError(f"projector stopped short of the backlog's end: {why}")
+                raise RuntimeError(
+                    f"projector stopped short of the backlog's end ({timeline[-1][1]} of"
+                    f" {total} committed, {now - progressed:.0f} s without progress): {why}"
+                )
             timeline.append((now, _committed(watch, ends)))
+            if timeline[-1][1] > timeline[-2][1]:
+                progressed = now
         seconds = timeline[-1][0]
         control.set()
         result: dict[str, Any] = out.get(timeout=120)
