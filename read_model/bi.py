@@ -16,9 +16,11 @@ Every refusal comes from the engine, never from matching the SQL text:
   `SELECT * FROM (...)` (formatQuery refuses INSERT, DDL, SET, KILL, SYSTEM, SHOW,
   `INTO OUTFILE`, `FORMAT`). Needed because chDB (clickhouse-local) writes `INTO OUTFILE`
   files client-side whatever readonly says. The engine-canonical text is what runs.
-Not refusable in embedded chDB: the scalar function `file(path)` reads any file the
-process can read (clickhouse-local skips its user_files_path check; no setting covers
-it). A ClickHouse server confines it to user_files_path. See README, BI access.
+- The scalar function `file(path)` has no access control in embedded chDB: a ClickHouse
+  server confines it to user_files_path, clickhouse-local skips that check and no setting
+  covers it. There the gate also refuses a statement whose syntax tree, as the engine's
+  own parser gives it (EXPLAIN AST), calls `file` (names are case-sensitive and only
+  DDL, refused, could alias one). See README, BI access.
 """
 
 from __future__ import annotations
@@ -159,11 +161,12 @@ def _refusal(exc: Exception, what: str) -> Exception:
     return BiQueryError(status, error, msg)
 
 
-def gate(client: Client, sql: str) -> str:
+def gate(client: Client, sql: str, embedded: bool = False) -> str:
     """The engine-canonical text of `sql` if ClickHouse's parser reads it as exactly one
     query expression; raises `BiQueryError` 400 (not SQL, or several statements) or 403
-    (a statement that is not a query: INSERT, DDL, SET, SHOW, KILL, INTO OUTFILE, FORMAT).
-    Only ever parses: nothing of `sql` is executed here."""
+    (a statement that is not a query: INSERT, DDL, SET, SHOW, KILL, INTO OUTFILE, FORMAT;
+    with `embedded` chDB also one calling the scalar `file`). Only ever parses: nothing
+    of `sql` is executed here."""
     try:
         canonical = str(
             client.query(
@@ -188,14 +191,52 @@ def gate(client: Client, sql: str) -> str:
                 "KILL, SYSTEM, INTO OUTFILE and FORMAT are refused",
             ) from exc
         raise err from exc
+    if embedded:
+        _refuse_file_function(client, canonical)
     return canonical
 
 
-def run(client: Client, sql: str, fmt: str) -> bytes:
+#: A node of EXPLAIN AST's output: its depth (one space per level) and its text.
+_AST_NODE = re.compile(r"^( *)(\S.*)$", re.MULTILINE)
+
+
+def _calls_file(tree: str) -> bool:
+    """Whether EXPLAIN AST's `tree` calls the scalar `file`: a `Function file` node not
+    directly under a TableExpression (that is the table function, which readonly
+    already refuses with its own error)."""
+    path: list[str] = []  # the text of each ancestor of the current node
+    for m in _AST_NODE.finditer(tree):
+        depth, text = len(m.group(1)), m.group(2)
+        del path[depth:]
+        if re.match(r"Function file\b", text) and not (
+            path and path[-1].startswith("TableExpression")
+        ):
+            return True
+        path.append(text)
+    return False
+
+
+def _refuse_file_function(client: Client, canonical: str) -> None:
+    """Raise 403 if the engine's syntax tree of `canonical` calls `file`: in embedded
+    chDB it reads any file the process can (FunctionFile checks paths on a server only)."""
+    try:
+        tree = client.raw_query(f"EXPLAIN AST {canonical}", fmt="TSVRaw").decode()
+    except Exception as exc:  # driver errors have no common base; _refusal decides
+        raise _refusal(exc, "parsing BI SQL") from exc
+    if _calls_file(tree):
+        raise BiQueryError(
+            403,
+            "function_not_allowed",
+            "the file() function reads the server's files: not available to BI queries"
+            " on the embedded engine",
+        )
+
+
+def run(client: Client, sql: str, fmt: str, embedded: bool = False) -> bytes:
     """Run `sql` through `gate` on a locked BI client; the result in `FORMATS[fmt]`.
     The whole result is materialised (bounded by max_result_bytes) so a limit hit
     mid-way is an error answer, never a truncated 200."""
-    canonical = gate(client, sql)
+    canonical = gate(client, sql, embedded)
     try:
         return client.raw_query(canonical, fmt=FORMATS[fmt])
     except Exception as exc:
@@ -211,13 +252,15 @@ class BiSession:
         self._settings = settings
         self._url = url
         self._client: Client | None = open_bi_client(settings, url)
+        dsn = url or settings.bi_clickhouse_url or settings.clickhouse_dsn
+        self._embedded = dsn.startswith("chdb://")
 
     def run(self, sql: str, fmt: str) -> bytes:
         """`run` on this session's client (reopened first if the last reopen failed)."""
         if self._client is None:
             self._client = open_bi_client(self._settings, self._url)
         try:
-            return run(self._client, sql, fmt)
+            return run(self._client, sql, fmt, self._embedded)
         except Exception:
             self._discard()
             raise

@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pyarrow.ipc as ipc  # type: ignore[import-untyped]
@@ -234,14 +235,29 @@ def test_writes_and_escapes_are_refused(
     assert not rm.client.query("EXISTS TABLE bi_evil").result_rows[0][0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedded chDB: the scalar file() function reads any file (clickhouse-local skips "
-    "its user_files_path check, no setting covers it); README, BI access",
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT file('{path}')",
+        "SELECT length(file('{path}', NULL)) AS n",
+        "SELECT arrayMap(x -> file(x), ['{path}'])",
+        "SELECT 1 WHERE 1 IN (SELECT length(file('{path}')))",
+        "SELECT * FROM (SELECT file('{path}') AS f)",
+        "EXPLAIN QUERY TREE SELECT file('{path}')",  # folding the constant reads it
+    ],
 )
-def test_the_file_function_is_refused(sql_api: TestClient) -> None:
-    r = sql(sql_api, "SELECT file('/etc/hostname')")
-    assert r.status_code == 403
+def test_the_file_function_is_refused(sql_api: TestClient, tmp_path: Path, statement: str) -> None:
+    """Embedded chDB has no path check on the scalar file(): the gate refuses any call."""
+    secret = tmp_path / "secret"
+    secret.write_text(uuid.uuid4().hex)
+    r = sql(sql_api, statement.format(path=secret))
+    assert (r.status_code, r.json()["error"]) == (403, "function_not_allowed"), r.text
+    assert secret.read_text() not in r.text
+
+
+def test_file_as_a_word_is_not_a_call(sql_api: TestClient) -> None:
+    r = sql(sql_api, "SELECT 'Function file' AS file, '\n Function file(1)' AS t")
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize(
