@@ -10,6 +10,13 @@ every key whose figures changed, and a delete version of every key that vanished
 version is the batch's commit LSN, so readers cut it exactly like the `wms_*` rows
 (decision 4). Recomputing is idempotent: a replayed batch finds nothing changed.
 
+A streamed batch reads balance rows from `_inventory_latest` and last movements from
+`_ledger_last` (migration 009): the newest state only, so the cost of a batch does not
+grow with the projection's history. That state is the batch's own cut unless a later
+commit is already projected (a replay after a crash or a rebalance: `_commit_log` is
+written before the rows); then, and after a ledger row was deleted, the batch reads the
+versioned tables at its cut instead, as a rebuild always does.
+
 A whole region is rebuilt when its snapshot completes, after a truncate, when an owner
 or a warehouse changes (rare master data), and the first time a writer meets a region
 that was never built (`_stock_current_built`: upgrading a running projection).
@@ -51,12 +58,18 @@ class Touched:
     skus: set[int] = field(default_factory=set)
     inbound_orders: set[int] = field(default_factory=set)
     locations: set[int] = field(default_factory=set)
+    #: SKUs of deleted ledger rows: `_ledger_last` (a max) has to be recomputed for them
+    ledger_deleted: set[int] = field(default_factory=set)
     rebuild: bool = False
 
     def note(self, table: str, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
         """Record the rows of a column-oriented insert into `wms_<table>`."""
         if table in _SKU_COLUMN:
-            self.skus.update(columns[names.index(_SKU_COLUMN[table])])
+            skus = columns[names.index(_SKU_COLUMN[table])]
+            self.skus.update(skus)
+            if table == "inventory_txn":
+                deleted = columns[names.index("_is_deleted")]
+                self.ledger_deleted.update(s for s, d in zip(skus, deleted, strict=True) if d)
         elif table == "inbound_order":
             self.inbound_orders.update(columns[names.index("id")])
         elif table == "location":
@@ -68,17 +81,29 @@ class Touched:
         return bool(self.skus or self.inbound_orders or self.locations or self.rebuild)
 
 
-def _scoped(scope: str) -> Callable[[str], str]:
+def _scoped(scope: str, newest: bool = False) -> Callable[[str], str]:
     """`src(table)` for `stock_figures_sql`: each table's latest versions at the cut
     `{wm}`, restricted to one region and, by `scope` (a condition on the SKU ids of the
-    by-SKU copies), to the rows the figures of those SKUs read."""
+    by-SKU copies), to the rows the figures of those SKUs read. `newest`: balance rows
+    and last movements from the history-free tables (exact when nothing later than the
+    cut is projected)."""
     region = "region = {region:String}"
-    balances = f"wms_inventory_by_sku WHERE {region} AND {scope}"
+    inventory = "_inventory_latest" if newest else "wms_inventory_by_sku"
+    balances = f"{inventory} WHERE {region} AND {scope}"
     lines = f"wms_inbound_line_by_sku WHERE {region} AND {scope}"
     keyed = ("region", "id")
+    ledger = (
+        "(SELECT region, sku_id, warehouse_id, max(occurred_at) AS occurred_at FROM"
+        f" _ledger_last WHERE {region} AND {scope} GROUP BY region, sku_id, warehouse_id)"
+        if newest
+        else latest_versions(
+            "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"),
+            ("region", "owner_id", "sku_id", "id"), f"{region} AND {scope}",
+        )
+    )  # fmt: skip
     tables = {
         "inventory": latest_versions(
-            "wms_inventory_by_sku",
+            inventory,
             ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
             ("region", "owner_id", "sku_id", "id"),
             f"{region} AND {scope}",
@@ -99,10 +124,7 @@ def _scoped(scope: str) -> Callable[[str], str]:
             "wms_inbound_order", ("warehouse_id", "status"), keyed,
             f"{region} AND id IN (SELECT inbound_order_id FROM {lines})",
         ),
-        "inventory_txn": latest_versions(
-            "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"),
-            ("region", "owner_id", "sku_id", "id"), f"{region} AND {scope}",
-        ),
+        "inventory_txn": ledger,
         "sku": latest_versions(
             "wms_sku_by_code", ("sku_code",), ("region", "owner_id", "id"),
             f"{region} AND {scope.replace('sku_id', 'id')}",
@@ -131,8 +153,8 @@ _SKUS_OF_REGION = (
 )
 
 
-def _figures_sql(scope: str, line_scope: str) -> str:
-    src = _scoped(scope)
+def _figures_sql(scope: str, line_scope: str, newest: bool = False) -> str:
+    src = _scoped(scope, newest)
     lines = _scoped(line_scope)
     return stock_figures_sql(
         lambda t: lines(t) if t in ("inbound_line", "inbound_order") else src(t)
@@ -140,6 +162,18 @@ def _figures_sql(scope: str, line_scope: str) -> str:
 
 
 _FIGURES_SOME = _figures_sql(_SOME, _SOME_LINES)
+_FIGURES_NEWEST = _figures_sql(_SOME, _SOME_LINES, newest=True)
+#: Whether a commit later than the cut is projected (a replay): `_commit_log` is written
+#: before a batch's rows, and its sorting key makes this one granule.
+_LATER_COMMIT = (
+    "SELECT count() FROM (SELECT 1 FROM _commit_log WHERE region = {region:String}"
+    " AND commit_lsn > {wm:UInt64} LIMIT 1)"
+)
+_ALL_LSNS = "18446744073709551615"
+_LEDGER_DELETES = (
+    "SELECT count() FROM (SELECT 1 FROM wms_inventory_txn WHERE region = {region:String}"
+    " AND _is_deleted = 1 LIMIT 1)"
+)
 
 _CURRENT = (
     "SELECT region, owner, warehouse, sku, "
@@ -211,11 +245,15 @@ class StockServing:
         if touched.locations:
             ids = sorted(touched.locations)
             skus.update(r[0] for r in self._rows(_SKUS_AT_LOCATIONS, {**params, "ids": ids}))
+        if touched.ledger_deleted:
+            self._repair_ledger(region, sorted(touched.ledger_deleted))
         if not skus:
             return Refresh(0, 0, 0)
+        replay = self._rows(_LATER_COMMIT, params)[0][0] > 0
+        figures = _FIGURES_SOME if replay or touched.ledger_deleted else _FIGURES_NEWEST
         params["skus"] = sorted(skus)
         params["keys"] = sorted((int(o), int(i)) for i, o in self._rows(_OWNERS_OF_SKUS, params))
-        return self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut)
+        return self._refresh(figures, _CURRENT_SOME, params, cut)
 
     def rebuild(self, region: str, cut: int) -> Refresh:
         """Recompute every key of `region` as of `cut` and record the region as built."""
@@ -231,6 +269,8 @@ class StockServing:
                 "keys": sorted((int(o), int(s)) for s, o in chunk),
             }
             done += self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut, seen)
+        if self._rows(_LEDGER_DELETES, region_params)[0][0]:
+            self._repair_ledger(region, None)  # a truncate, or deletes by the sweep
         # keys of SKUs no longer in the WMS at all
         gone = [r for r in self._rows(_CURRENT_ALL, region_params) if tuple(r[1:4]) not in seen]
         self._write([], gone, cut)
@@ -242,6 +282,30 @@ class StockServing:
         )
         self._built.add(region)
         return done
+
+    def _repair_ledger(self, region: str, skus: list[int] | None) -> None:
+        """Recompute `_ledger_last` of `skus` (None: the whole region) after ledger rows
+        were deleted: a max cannot forget, so their rows are dropped and computed again
+        from the ledger's latest versions (all of them: like the view, the table holds
+        every ledger row projected)."""
+        where = "region = {region:String}"
+        params: dict[str, Any] = {"region": region}
+        if skus is not None:
+            where += " AND sku_id IN {skus:Array(Int64)}"
+            params["skus"] = skus
+        latest = latest_versions(
+            "wms_inventory_txn", ("owner_id", "sku_id", "warehouse_id", "occurred_at"),
+            ("region", "id"), where, _ALL_LSNS,
+        )  # fmt: skip
+        for sql in (
+            f"DELETE FROM _ledger_last WHERE {where}",
+            "INSERT INTO _ledger_last SELECT region, owner_id, sku_id, warehouse_id,"
+            f" max(occurred_at) FROM {latest} GROUP BY region, owner_id, sku_id, warehouse_id",
+        ):
+            try:
+                self._client.command(sql, parameters=params)
+            except Exception as exc:  # driver errors have no common base; classify decides
+                raise classify(exc, "repairing _ledger_last") from exc
 
     def is_built(self, region: str) -> bool:
         """Whether `region`'s keys were ever computed whole (then versions follow it)."""

@@ -143,6 +143,7 @@ class ProjectionWriter:
                     "it would hide applied rows"
                 )
         stats = WriteStats()
+        self._log_commits(region, transactions)
         state, watched = self._previous_versions(region, transactions, stats)
         buffers: dict[str, _Columns] = {}
         touched = Touched()
@@ -171,7 +172,6 @@ class ProjectionWriter:
             self.serving.maintain(
                 region, touched, cut, rebuild=snapshot_done or stats.truncates > 0
             )
-        self._log_commits(region, transactions)
         if watermark is not None:
             self.advance(watermark)
         return stats
@@ -215,7 +215,9 @@ class ProjectionWriter:
     def _log_commits(self, region: str, transactions: Sequence[Transaction]) -> None:
         """Commit LSN → source commit time of the batch's transactions (`_commit_log`):
         what makes the state at a past moment exact (read_model.bi daily snapshots).
-        Written before the watermark, so a visible commit always has its time."""
+        Written before the batch's rows: a visible commit always has its time, and a
+        projected row always has its commit here (read_model.serving tells a replay by
+        a logged commit later than its batch)."""
         if not transactions:
             return
         self._insert(
