@@ -3,7 +3,11 @@ server (`http(s)://`), behind the same clickhouse-connect API."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from clickhouse_connect import get_client
+from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 
 from read_model.errors import classify
@@ -18,3 +22,23 @@ def make_client(settings: Settings, url: str | None = None) -> Client:
         return get_client(dsn=dsn)
     except Exception as exc:  # driver errors have no common base; classify decides
         raise classify(exc, f"connecting to {dsn}") from exc
+
+
+class ColumnInserter:
+    """Column-oriented inserts that ask for a table's column types once per column list:
+    the driver otherwise runs a DESCRIBE before every insert, a round trip per table per
+    batch on the writer's path. Errors are the driver's (callers classify them)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._types: dict[tuple[str, tuple[str, ...]], Sequence[ClickHouseType]] = {}
+
+    def __call__(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
+        key = (table, tuple(names))
+        types = self._types.get(key)
+        if types is None:
+            context = self._client.create_insert_context(table, list(names), column_oriented=True)
+            types = self._types[key] = context.column_types
+        self._client.insert(
+            table, columns, column_names=list(names), column_types=types, column_oriented=True
+        )

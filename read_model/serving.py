@@ -32,6 +32,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from read_model.client import ColumnInserter
 from read_model.ddl import STOCK_FIGURES, stock_figures_sql
 from read_model.errors import classify
 from read_model.queries import latest_versions
@@ -229,8 +230,9 @@ class StockServing:
     """Keeps `stock_current` equal to the figures of the `wms_*` tables at every
     watermark; one per writer."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, inserter: ColumnInserter | None = None) -> None:
         self._client = client
+        self._inserter = inserter or ColumnInserter(client)
         self._built: set[str] = set()
 
     def maintain(self, region: str, touched: Touched, cut: int, rebuild: bool = False) -> Refresh:
@@ -359,6 +361,6 @@ class StockServing:
 
     def _insert(self, table: str, columns: list[list[Any]], names: Iterable[str]) -> None:
         try:
-            self._client.insert(table, columns, column_names=list(names), column_oriented=True)
+            self._inserter(table, columns, list(names))
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"insert into {table}") from exc

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from clickhouse_connect.driver.client import Client
 
+from read_model.client import ColumnInserter
 from read_model.ddl import table_name
 from read_model.errors import classify
 from read_model.serving import StockServing, Touched
@@ -121,7 +122,8 @@ class ProjectionWriter:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self.serving = StockServing(client)
+        self._inserter = ColumnInserter(client)
+        self.serving = StockServing(client, self._inserter)
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
@@ -399,7 +401,7 @@ class ProjectionWriter:
 
     def _insert(self, table: str, columns: list[list[Any]], names: list[str]) -> None:
         try:
-            self._client.insert(table, columns, column_names=names, column_oriented=True)
+            self._inserter(table, columns, names)
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"insert into {table}") from exc
 
