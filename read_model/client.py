@@ -27,7 +27,7 @@ def make_client(settings: Settings, url: str | None = None) -> Client:
 class ColumnInserter:
     """Column-oriented inserts that ask for a table's column types once per column list:
     the driver otherwise runs a DESCRIBE before every insert, a round trip per table per
-    batch on the writer's path. Errors are the driver's (callers classify them)."""
+    batch on the writer's path. Failures are classified (transient or terminal)."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -35,10 +35,15 @@ class ColumnInserter:
 
     def __call__(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
         key = (table, tuple(names))
-        types = self._types.get(key)
-        if types is None:
-            context = self._client.create_insert_context(table, list(names), column_oriented=True)
-            types = self._types[key] = context.column_types
-        self._client.insert(
-            table, columns, column_names=list(names), column_types=types, column_oriented=True
-        )
+        try:
+            types = self._types.get(key)
+            if types is None:
+                context = self._client.create_insert_context(
+                    table, list(names), column_oriented=True
+                )
+                types = self._types[key] = context.column_types
+            self._client.insert(
+                table, columns, column_names=list(names), column_types=types, column_oriented=True
+            )
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, f"insert into {table}") from exc

@@ -200,7 +200,7 @@ class ProjectionWriter:
         hb = (
             None if watermark.heartbeat_ts_ms is None else ms_to_datetime(watermark.heartbeat_ts_ms)
         )
-        self._insert(
+        self._inserter(
             "_watermark",
             [
                 [watermark.region],
@@ -222,7 +222,7 @@ class ProjectionWriter:
         a logged commit later than its batch)."""
         if not transactions:
             return
-        self._insert(
+        self._inserter(
             "_commit_log",
             [
                 [region] * len(transactions),
@@ -395,15 +395,9 @@ class ProjectionWriter:
     def _flush(self, buffers: dict[str, _Columns], stats: WriteStats, touched: Touched) -> None:
         for table, buf in buffers.items():
             if len(buf):
-                self._insert(table_name(table), buf.data, buf.names)
+                self._inserter(table_name(table), buf.data, buf.names)
                 stats.rows[table] = stats.rows.get(table, 0) + len(buf)
                 touched.note(table, buf.names, buf.data)
-
-    def _insert(self, table: str, columns: list[list[Any]], names: list[str]) -> None:
-        try:
-            self._inserter(table, columns, names)
-        except Exception as exc:  # driver errors have no common base; classify decides
-            raise classify(exc, f"insert into {table}") from exc
 
     def _query(self, sql: str, params: dict[str, Any]) -> Any:
         try:
