@@ -104,10 +104,15 @@ def lock_down(client: Client, settings: Settings) -> None:
     client.set_client_setting("readonly", 1)
 
 
+def bi_url(settings: Settings, url: str | None = None) -> str:
+    """Where BI SQL runs: `url`, else `bi_clickhouse_url`, else the read model's URL (for
+    chDB a second handle on the same engine, with its own session)."""
+    return url or settings.bi_clickhouse_url or settings.clickhouse_dsn
+
+
 def open_bi_client(settings: Settings, url: str | None = None) -> Client:
-    """A locked BI client on `url` (default `bi_clickhouse_url`, else the read model's
-    URL: for chDB a second handle on the same engine, with its own session)."""
-    client = make_client(settings, url or settings.bi_clickhouse_url or settings.clickhouse_dsn)
+    """A locked BI client on `bi_url(settings, url)`."""
+    client = make_client(settings, bi_url(settings, url))
     try:
         lock_down(client, settings)
     except Exception as exc:
@@ -252,8 +257,7 @@ class BiSession:
         self._settings = settings
         self._url = url
         self._client: Client | None = open_bi_client(settings, url)
-        dsn = url or settings.bi_clickhouse_url or settings.clickhouse_dsn
-        self._embedded = dsn.startswith("chdb://")
+        self._embedded = bi_url(settings, url).startswith("chdb://")
 
     def run(self, sql: str, fmt: str) -> bytes:
         """`run` on this session's client (reopened first if the last reopen failed)."""
