@@ -14,8 +14,9 @@ A streamed batch reads balance rows from `_inventory_latest` and last movements 
 `_ledger_last` (migration 009): the newest state only, so the cost of a batch does not
 grow with the projection's history. That state is the batch's own cut unless a later
 commit is already projected (a replay after a crash or a rebalance: `_commit_log` is
-written before the rows); then, and after a ledger row was deleted, the batch reads the
-versioned tables at its cut instead, as a rebuild always does.
+written before the rows); then the batch reads the versioned tables at its cut instead,
+as a rebuild always does. Deleted ledger rows are taken out of `_ledger_last` (a max)
+by recomputing the SKUs concerned before their figures.
 
 A whole region is rebuilt when its snapshot completes, after a truncate, when an owner
 or a warehouse changes (rare master data), and the first time a writer meets a region
@@ -25,7 +26,7 @@ that was never built (`_stock_current_built`: upgrading a running projection).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -252,7 +253,7 @@ class StockServing:
         if not skus:
             return Refresh(0, 0, 0)
         replay = self._rows(_LATER_COMMIT, params)[0][0] > 0
-        figures = _FIGURES_SOME if replay or touched.ledger_deleted else _FIGURES_NEWEST
+        figures = _FIGURES_SOME if replay else _FIGURES_NEWEST
         params["skus"] = sorted(skus)
         params["keys"] = sorted((int(o), int(i)) for i, o in self._rows(_OWNERS_OF_SKUS, params))
         return self._refresh(figures, _CURRENT_SOME, params, cut)
@@ -277,7 +278,7 @@ class StockServing:
         gone = [r for r in self._rows(_CURRENT_ALL, region_params) if tuple(r[1:4]) not in seen]
         self._write([], gone, cut)
         done += Refresh(0, len(gone), len(gone))
-        self._insert(
+        self._inserter(
             "_stock_current_built",
             [[region], [cut], [datetime.now(UTC)]],
             ["region", "built_lsn", "built_at"],
@@ -347,7 +348,7 @@ class StockServing:
         rows = [(*r, 0) for r in changed] + [(*r, 1) for r in gone]
         columns = [list(c) for c in zip(*rows, strict=True)]
         n = len(rows)
-        self._insert(
+        self._inserter(
             "stock_current",
             [*columns[:-1], [cut] * n, [seq] * n, columns[-1]],
             [*_COLUMNS, "_commit_lsn", "_seq", "_is_deleted"],
@@ -358,9 +359,3 @@ class StockServing:
             return [tuple(r) for r in self._client.query(sql, parameters=params).result_rows]
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, "stock figures refresh") from exc
-
-    def _insert(self, table: str, columns: list[list[Any]], names: Iterable[str]) -> None:
-        try:
-            self._inserter(table, columns, list(names))
-        except Exception as exc:  # driver errors have no common base; classify decides
-            raise classify(exc, f"insert into {table}") from exc
