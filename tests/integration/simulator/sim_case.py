@@ -1,10 +1,12 @@
 """Hand-built WMS cases for the simulator's tests: a tiny warehouse with one location of
-every type, one owner and one SKU per tracking mode, in a throwaway database."""
+every type, one owner and one SKU per tracking mode, in a throwaway database (a second
+warehouse may share it), and a workload worker driving hand-built databases."""
 
 from __future__ import annotations
 
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ import psycopg
 from simulator import ops
 from simulator.db import Conn, connect, run_txn
 from simulator.invariants import check_invariants
+from simulator.workload import Pacer, RegionState, Worker
 from stockcdc.settings import Region, Settings
 
 T = TypeVar("T")
@@ -46,20 +49,38 @@ class Wms:
         return [tuple(r) for r in self.conn.execute(query, params).fetchall()]
 
     def rows(self, sku: str) -> list[tuple[Any, ...]]:
-        """(location, lot_no, status, on_hand, allocated) balance rows of a SKU."""
+        """(location, lot_no, status, on_hand, allocated) balance rows of a SKU in this
+        warehouse."""
         return self.all(
             "SELECT loc.code, l.lot_no, i.status, i.qty_on_hand, i.qty_allocated "
             "FROM inventory i JOIN location loc ON loc.id = i.location_id "
-            "LEFT JOIN lot l ON l.id = i.lot_id WHERE i.sku_id = %s ORDER BY 1, 2, 3",
+            "LEFT JOIN lot l ON l.id = i.lot_id WHERE i.sku_id = %s AND i.warehouse_id = %s "
+            "ORDER BY 1, 2, 3",
             self.sku[sku],
+            self.wh,
         )
 
     def ledger(self, sku: str) -> list[tuple[Any, ...]]:
-        """(txn_type, qty, d_on_hand, d_allocated) of a SKU's ledger, in order."""
+        """(txn_type, qty, d_on_hand, d_allocated) of a SKU's ledger in this warehouse, in
+        order."""
         return self.all(
             "SELECT txn_type, qty, d_on_hand, d_allocated FROM inventory_txn "
-            "WHERE sku_id = %s ORDER BY id",
+            "WHERE sku_id = %s AND warehouse_id = %s ORDER BY id",
             self.sku[sku],
+            self.wh,
+        )
+
+    def moves(self, sku: str, txn_type: str) -> list[tuple[Any, ...]]:
+        """(from location, to location, from_status, to_status, ref_type, ref_no) of a
+        SKU's ledger rows of one type in this warehouse, in order."""
+        return self.all(
+            "SELECT fl.code, tl.code, t.from_status, t.to_status, t.ref_type, t.ref_no "
+            "FROM inventory_txn t LEFT JOIN location fl ON fl.id = t.from_location_id "
+            "LEFT JOIN location tl ON tl.id = t.to_location_id "
+            "WHERE t.sku_id = %s AND t.warehouse_id = %s AND t.txn_type = %s ORDER BY t.id",
+            self.sku[sku],
+            self.wh,
+            txn_type,
         )
 
     def inv_id(
@@ -129,8 +150,10 @@ class Wms:
         rule: str = "FEFO",
         lot: str | None = None,
         order_type: str = "B2C",
+        platform_order_no: str | None = None,
     ) -> int:
-        """A new outbound order; returns its id."""
+        """A new outbound order; returns its id. A TRANSFER names its destination
+        ('region/warehouse code') in `platform_order_no`, as the workload does."""
         specs = [
             ops.OutboundLineSpec(self.sku[s], q, self.lot[lot] if lot else None) for s, q in lines
         ]
@@ -144,6 +167,7 @@ class Wms:
                     lines=specs,
                     lot_rule=rule,
                     order_type=order_type,
+                    platform_order_no=platform_order_no,
                 )
             )
         )
@@ -172,6 +196,25 @@ LOCATIONS = {
 }
 
 
+def _make_warehouse(cur: psycopg.Cursor[Any], w: Wms, wh_code: str) -> None:
+    """A warehouse with one location of every type (LOCATIONS), into `w`."""
+    cur.execute(
+        "INSERT INTO warehouse (code, name, country, timezone) VALUES (%s, %s, 'US', 'UTC') "
+        "RETURNING id",
+        (wh_code, wh_code),
+    )
+    w.wh = cur.fetchone()[0]  # type: ignore[index]
+    w.wh_code = wh_code
+    w.loc = {}
+    for code, loc_type in LOCATIONS.items():
+        cur.execute(
+            "INSERT INTO location (warehouse_id, code, zone, loc_type, sellable) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (w.wh, code, code, loc_type, loc_type in ("STORAGE", "PICK")),
+        )
+        w.loc[code] = cur.fetchone()[0]  # type: ignore[index]
+
+
 def build(settings: Settings, region: Region, dbname: str, wh_code: str) -> Wms:
     """Master data of the hand-built case (as the workload role)."""
     w = Wms(region, dbname, connect(settings, region, dbname))
@@ -180,20 +223,7 @@ def build(settings: Settings, region: Region, dbname: str, wh_code: str) -> Wms:
         # an unrelated owner first, so ids differ between regions built in another order
         if region.index % 2:
             cur.execute("INSERT INTO owner (code, name) VALUES ('SELLER-X', 'Other')")
-        cur.execute(
-            "INSERT INTO warehouse (code, name, country, timezone) VALUES (%s, %s, 'US', 'UTC') "
-            "RETURNING id",
-            (wh_code, wh_code),
-        )
-        w.wh = cur.fetchone()[0]  # type: ignore[index]
-        w.wh_code = wh_code
-        for code, loc_type in LOCATIONS.items():
-            cur.execute(
-                "INSERT INTO location (warehouse_id, code, zone, loc_type, sellable) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (w.wh, code, code, loc_type, loc_type in ("STORAGE", "PICK")),
-            )
-            w.loc[code] = cur.fetchone()[0]  # type: ignore[index]
+        _make_warehouse(cur, w, wh_code)
         cur.execute("INSERT INTO owner (code, name) VALUES ('SELLER-1', 'Seller') RETURNING id")
         w.owner = cur.fetchone()[0]  # type: ignore[index]
         for code, tracking in (("MUG", "NONE"), ("TEA", "LOT"), ("PHONE", "SERIAL")):
@@ -218,3 +248,56 @@ def build(settings: Settings, region: Region, dbname: str, wh_code: str) -> Wms:
 
     w.tx(make)
     return w
+
+
+def add_warehouse(base: Wms, wh_code: str) -> Wms:
+    """A second warehouse (same location codes) in `base`'s database, sharing its
+    connection, owner, SKUs and lots."""
+    w = Wms(
+        base.region,
+        base.dbname,
+        base.conn,
+        owner=base.owner,
+        sku=dict(base.sku),
+        lot=dict(base.lot),
+    )
+    w.tx(lambda cur: _make_warehouse(cur, w, wh_code))
+    return w
+
+
+class FixedRandom(random.Random):
+    """A generator whose `random()` is fixed (it picks a driver's branch); the other
+    draws are seeded as usual."""
+
+    def __init__(self, value: float, seed: int = 1) -> None:
+        super().__init__(seed)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def make_worker(
+    settings: Settings,
+    home: Wms,
+    peers: Sequence[Wms] = (),
+    *,
+    rng: random.Random | None = None,
+    states: dict[str, RegionState] | None = None,
+) -> Worker:
+    """A workload worker of `home`'s region over the hand-built databases of `home` and
+    `peers` (one region state per database). Workers given the same `states` share
+    their task pools, as the workers of one run do. Close it with `close()`."""
+    states = {} if states is None else states
+    for w in (home, *peers):
+        if w.region.name not in states:
+            states[w.region.name] = RegionState.load(w.conn, w.region, w.dbname)
+    return Worker(
+        f"test-{home.region.name}",
+        settings,
+        states,
+        home.region,
+        {"ship": 1.0},
+        Pacer(None, None, None),
+        rng or random.Random(1),
+    )
