@@ -573,31 +573,80 @@ def _ship(w: Worker) -> bool:
     return True
 
 
+#: The master data of a SKU that a transfer's destination copies when it does not know it.
+SKU_MASTER_SQL: Final[str] = (
+    "SELECT s.sku_code, s.name, s.barcode, s.tracking, s.shelf_life_days, s.weight_kg::text, "
+    "s.unit_cost::text, s.attributes FROM sku s JOIN owner o ON o.id = s.owner_id "
+    "WHERE o.code = %s AND s.sku_code = ANY(%s)"
+)
+
+
+def _sku_at_destination(
+    cur: Cur, owner_code: str, sku_code: str, master: Mapping[str, tuple[Any, ...]]
+) -> tuple[int, int, bool]:
+    """(sku id, owner id, created) of a global SKU in the destination's database. A SKU
+    created in the source region only (master data) is created here with the source's
+    master data, as the WMS registers an unknown SKU before it can expect it."""
+    query = (
+        "SELECT s.id, s.owner_id FROM sku s JOIN owner o ON o.id = s.owner_id "
+        "WHERE o.code = %s AND s.sku_code = %s"
+    )
+    found = cur.execute(query, (owner_code, sku_code)).fetchone()
+    if found is not None:
+        return int(found[0]), int(found[1]), False
+    owner = cur.execute("SELECT id FROM owner WHERE code = %s", (owner_code,)).fetchone()
+    if owner is None:  # every seller exists in every region (OPERATIONS.md)
+        raise SimulatorError(f"owner {owner_code} unknown at a transfer's destination")
+    _code, name, barcode, tracking, shelf, weight, cost, attributes = master[sku_code]
+    try:
+        sku_id = ops.create_sku(
+            cur,
+            owner_id=owner[0],
+            sku_code=sku_code,
+            name=name,
+            tracking=tracking,
+            barcode=barcode,
+            shelf_life_days=shelf,
+            weight_kg=weight,
+            unit_cost=cost,
+            attributes=attributes,
+        )
+    except Rejected:  # another worker's transfer created it meanwhile
+        found = cur.execute(query, (owner_code, sku_code)).fetchone()
+        if found is None:
+            raise
+        return int(found[0]), int(found[1]), False
+    return sku_id, int(owner[0]), True
+
+
 def _create_transfer_inbound(w: Worker, src_wh: str, order_no: str, dest: str) -> None:
-    """At the destination: the inbound TRANSFER order (IN_TRANSIT) of a shipped transfer."""
+    """At the destination: the inbound TRANSFER order (IN_TRANSIT) of a shipped transfer.
+    The source has shipped already, so this never gives up on a SKU the destination
+    does not know: it creates it from the source's master data."""
     dest_region, dest_wh = dest.split("/", 1)
     lines = ops.shipped_lines(w.conn().cursor(), order_no=order_no, warehouse_code=src_wh)
+    if not lines:
+        raise SimulatorError(f"transfer {order_no} shipped nothing")
+    master = {
+        r[0]: tuple(r)
+        for r in w.conn()
+        .execute(SKU_MASTER_SQL, (lines[0].owner_code, [ln.sku_code for ln in lines]))
+        .fetchall()
+    }
     dstate = w.states[dest_region]
     dest_wid = next(i for i, c in dstate.warehouses.items() if c == dest_wh)
 
-    def create(cur: Cur) -> int:
+    def create(cur: Cur) -> tuple[int, list[int], list[tuple[int, int, str]]]:
         specs = []
-        owner_id = None
+        owner_id = 0
+        created: list[tuple[int, int, str]] = []
         for ln in lines:
-            cur.execute(
-                "SELECT s.id, s.owner_id FROM sku s JOIN owner o ON o.id = s.owner_id "
-                "WHERE o.code = %s AND s.sku_code = %s",
-                (ln.owner_code, ln.sku_code),
-            )
-            found = cur.fetchone()
-            if found is None:
-                raise Rejected(f"{ln.sku_code} unknown in {dest_region}")
-            owner_id = found[1]
+            sku_id, owner_id, new = _sku_at_destination(cur, ln.owner_code, ln.sku_code, master)
+            if new:
+                created.append((sku_id, owner_id, ln.sku_code))
             specs.append(
-                ops.InboundLineSpec(found[0], ln.qty, ln.lot_no, ln.production_date, ln.expiry_date)
+                ops.InboundLineSpec(sku_id, ln.qty, ln.lot_no, ln.production_date, ln.expiry_date)
             )
-        if owner_id is None:
-            raise Rejected("empty transfer")
         oid = ops.create_inbound(
             cur,
             warehouse_id=dest_wid,
@@ -610,11 +659,16 @@ def _create_transfer_inbound(w: Worker, src_wh: str, order_no: str, dest: str) -
             eta=date.today() + timedelta(days=3),
         )
         cur.execute("SELECT id FROM inbound_line WHERE inbound_order_id = %s ORDER BY id", (oid,))
-        for (line_id,) in cur.fetchall():
-            dstate.pool("to_receive").append((line_id, dest_wid))
-        return oid
+        return oid, [r[0] for r in cur.fetchall()], created
 
-    oid = w.txn(create, dest_region)
+    # pools change only once the transaction committed (a retried attempt's ids are gone)
+    oid, line_ids, created = w.txn(create, dest_region)
+    with dstate.lock:
+        for sku_id, owner_id, sku_code in created:
+            _code, _name, _barcode, tracking, shelf, *_rest = master[sku_code]
+            dstate.skus[sku_id] = (owner_id, sku_code, tracking, shelf)
+            dstate.skus_by_owner.setdefault(owner_id, []).append(sku_id)
+    dstate.pool("to_receive").extend((line_id, dest_wid) for line_id in line_ids)
     dstate.pool("to_advance").append(oid)
 
 

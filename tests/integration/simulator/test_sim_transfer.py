@@ -304,3 +304,60 @@ def test_transfer_across_regions_serials_follow_the_goods(
     assert truth.ledger[StockKey("SELLER-1", "US-T-1", "PHONE")].d_on_hand == 0
     us.assert_invariants()
     eu.assert_invariants()
+
+
+def test_transfer_of_a_sku_the_destination_region_does_not_know(
+    settings: Settings, make_wms: MakeWms
+) -> None:
+    """A SKU created in one region (master data) and transferred to another: the goods
+    arrive under the same (owner.code, sku_code), the destination's SKU created with the
+    source's master data, rather than shipped into nowhere."""
+    us, eu = make_wms(0, "US-T-1"), make_wms(1, "EU-T-1")
+    new = us.tx(
+        lambda c: ops.create_sku(
+            c,
+            owner_id=us.owner,
+            sku_code="LAMP",
+            name="Desk lamp",
+            barcode="0123456789012",
+            weight_kg="1.250",
+            unit_cost="12.5000",
+            attributes={"color": "navy"},
+        )
+    )
+    us.sku["LAMP"] = new
+    us.stock("LAMP", 3, "S1")
+    order = us.order(
+        [("LAMP", 2)], order_type="TRANSFER", platform_order_no=f"{eu.region.name}/EU-T-1"
+    )
+    order_no = us.one("SELECT order_no FROM outbound_order WHERE id = %s", order)
+    _ready_to_ship(us, order)
+    states: dict[str, workload.RegionState] = {}
+    at_us = make_worker(settings, us, [eu], states=states)
+    at_eu = make_worker(settings, eu, [us], states=states)
+    try:
+        assert workload._ship(at_us)
+        assert us.one(ORDER_STATUS, order) == "SHIPPED"
+        assert us.ledger("LAMP")[-1] == ("TRANSFER_OUT", 2, -2, -2)
+        sku = eu.one(
+            "SELECT s.id, s.name, s.barcode, s.tracking, s.weight_kg::text, s.unit_cost::text, "
+            "s.attributes->>'color' FROM sku s WHERE s.owner_id = %s AND s.sku_code = 'LAMP'",
+            eu.owner,
+        )
+        assert sku is not None, "the destination has no LAMP: the transfer went nowhere"
+        assert sku[1:] == ("Desk lamp", "0123456789012", "NONE", "1.250", "12.5000", "navy")
+        eu.sku["LAMP"] = sku[0]
+        # the workers of the destination know the new SKU too
+        assert states[eu.region.name].skus[sku[0]] == (eu.owner, "LAMP", "NONE", None)
+        assert sku[0] in states[eu.region.name].skus_by_owner[eu.owner]
+        inbound, head = _inbound_of(eu, order_no)
+        assert head[:2] == ("TRANSFER", "IN_TRANSIT")
+        assert _inbound_lines(eu, inbound) == [("LAMP", None, None, None, 2, 0, 0)]
+        assert workload._receive(at_eu)
+    finally:
+        at_us.close()
+        at_eu.close()
+    assert eu.rows("LAMP") == [("RCV", None, "PENDING_PUTAWAY", 2, 0)]
+    assert eu.ledger("LAMP") == [("TRANSFER_IN", 2, 2, 0)]
+    us.assert_invariants()
+    eu.assert_invariants()
