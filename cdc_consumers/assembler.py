@@ -1,7 +1,8 @@
 """Turns one region's ordered events into whole transactions (DESIGN decision 4).
 
 A region's topic carries, in commit order, BEGIN, the transaction's row changes, END,
-and heartbeats between transactions. The assembler buffers a transaction until its END,
+and between transactions Debezium's heartbeats (liveness only) and WAL marks (the region
+is complete up to their time). The assembler buffers a transaction until its END,
 then hands it over whole; it also knows the offset that is safe to commit: the one just
 past the last record that is either written with the next flush or carries nothing (a
 committed offset never falls inside a transaction, so a restart always begins at a
@@ -26,6 +27,7 @@ from schemas.events import (
     Truncate,
     TxBegin,
     TxEnd,
+    WalMark,
     Watermark,
 )
 
@@ -130,9 +132,9 @@ class RegionAssembler:
                 self._end(event)
             elif isinstance(event, RowChange | Truncate):
                 self._change(event)
-            elif isinstance(event, Heartbeat):
-                self._heartbeat(event)
-            elif not isinstance(event, Tombstone):  # tombstones carry no change
+            elif isinstance(event, WalMark):
+                self._wal_mark(event)
+            elif not isinstance(event, Heartbeat | Tombstone):  # these carry no change
                 raise AssertionError(f"unhandled event {event!r}")
         if self._open is None:
             self._safe_offset = offset + 1
@@ -211,10 +213,11 @@ class RegionAssembler:
         self._ready.append(tx)
         self._advance(end.commit_lsn, end.ts_ms)
 
-    def _heartbeat(self, beat: Heartbeat) -> None:
+    def _wal_mark(self, mark: WalMark) -> None:
+        # Everything that committed before the mark came before it: complete up to its time.
         wm = self._watermark
-        if wm.heartbeat_ts_ms is None or beat.ts_ms > wm.heartbeat_ts_ms:
-            self._watermark = Watermark(wm.region, wm.commit_lsn, wm.commit_ts_ms, beat.ts_ms)
+        if wm.heartbeat_ts_ms is None or mark.ts_ms > wm.heartbeat_ts_ms:
+            self._watermark = Watermark(wm.region, wm.commit_lsn, wm.commit_ts_ms, mark.ts_ms)
 
     def _add_snapshot_row(self, row: RowChange) -> None:
         if self._open is not None:

@@ -1,7 +1,8 @@
 """Decode one Kafka record of a region's CDC topic into a typed `Event`.
 
 The topic carries, in commit order, Debezium data events of the WMS tables, transaction
-BEGIN/END records and heartbeats (infra/connect.py routes them all there). Anything that
+BEGIN/END records, Debezium's heartbeats and the heartbeat action's WAL marks
+(infra/connect.py routes them all there). Anything that
 can't be decoded exactly, including a table the projection doesn't know, raises
 `DecodeError`: the consumer dead-letters it with the reason and the original bytes.
 
@@ -14,6 +15,8 @@ exactly what is wrong; the two give the same event for every record the fast one
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,6 +30,7 @@ from cdc_consumers.errors import DecodeError
 from schemas.events import (
     NO_EXTRA,
     UNAVAILABLE,
+    WAL_MARK_PREFIX,
     Event,
     Heartbeat,
     Op,
@@ -36,6 +40,7 @@ from schemas.events import (
     Truncate,
     TxBegin,
     TxEnd,
+    WalMark,
 )
 from schemas.wms_model import WMS_MODEL, Decoder, TableSpec
 
@@ -201,6 +206,8 @@ def decode(
         raise DecodeError("unexpected_shape", f"{where}: value is not a JSON object")
     try:
         if "op" in v:
+            if v["op"] == "m":
+                return _wal_mark(region, v, where)
             return _data_event(region, v, where)
         if "status" in v:
             return _tx_event(region, v, where)
@@ -384,6 +391,25 @@ def _tx_event(region: str, v: dict[str, Any], where: str) -> TxBegin | TxEnd:
             counts[table] = counts.get(table, 0) + int(dc["event_count"])
         return TxEnd(region, int(tx), int(lsn), int(v["event_count"]), counts, v["ts_ms"])
     raise DecodeError("unexpected_shape", f"{where}: transaction status {status!r}")
+
+
+def _wal_mark(region: str, v: dict[str, Any], where: str) -> WalMark:
+    """The heartbeat action's logical-decoding message; any other message is unexpected
+    (the connector captures only this prefix), so it is dead-lettered, not ignored."""
+    src, msg = v["source"], v["message"]
+    _check_region(region, src["name"], where)
+    if msg["prefix"] != WAL_MARK_PREFIX:
+        raise DecodeError("unexpected_message", f"{where}: message prefix {msg['prefix']!r}")
+    lsn = src["lsn"]
+    if type(lsn) is not int:
+        raise DecodeError("missing_lsn", f"{where}: source.lsn {lsn!r}")
+    try:
+        ts_ms = int(base64.b64decode(msg["content"], validate=True).decode("ascii"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise DecodeError(
+            "unexpected_shape", f"{where}: message content {msg['content']!r}"
+        ) from exc
+    return WalMark(region, lsn, ts_ms)
 
 
 def _heartbeat(region: str, key: bytes | None, v: dict[str, Any], where: str) -> Heartbeat:

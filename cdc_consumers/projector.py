@@ -41,8 +41,10 @@ from schemas.events import (
     RowChange,
     Tombstone,
     Transaction,
+    Truncate,
     TxBegin,
     TxEnd,
+    WalMark,
     Watermark,
 )
 from stockcdc.settings import Settings
@@ -59,7 +61,9 @@ _KINDS: Mapping[type, str] = {
     TxBegin: "begin",
     TxEnd: "end",
     Heartbeat: "heartbeat",
+    WalMark: "wal_mark",
     Tombstone: "tombstone",
+    Truncate: "truncate",
 }
 
 

@@ -10,6 +10,7 @@ import httpx
 
 from infra.errors import InfraError
 from infra.postgres import PUBLICATION
+from schemas.events import WAL_MARK_PREFIX
 from stockcdc.settings import WMS_TABLES, Region, Settings
 
 
@@ -17,9 +18,10 @@ def connector_config(settings: Settings, region: Region) -> dict[str, str]:
     """Debezium PostgreSQL connector config of one region.
 
     One topic per region (`Region.cdc_topic`) carries the data events, the transaction
-    BEGIN/END records and the heartbeats in commit order, so a consumer can apply each
-    WMS transaction whole (DESIGN decision 4) and advance the watermark in order
-    (decision 5); regions are separate topics so consumers scale out across them.
+    BEGIN/END records, the heartbeats and the WAL marks in commit order, so a consumer
+    can apply each WMS transaction whole (DESIGN decision 4) and advance the watermark
+    in order (decision 5); regions are separate topics so consumers scale out across
+    them.
     """
     prefix = re.escape(region.topic_prefix)
     return {
@@ -42,8 +44,21 @@ def connector_config(settings: Settings, region: Region) -> dict[str, str]:
         "decimal.handling.mode": "string",
         "time.precision.mode": "adaptive",
         "provide.transaction.metadata": "true",
-        # Heartbeats confirm LSNs of idle regions; no action query: nothing is written.
+        # A WMS TRUNCATE reaches the projection like any change (Debezium skips them by
+        # default, and the projection would silently keep the rows).
+        "skipped.operations": "none",
+        # Each heartbeat writes a non-transactional logical-decoding message into the WAL
+        # (no table: the CDC role writes none) carrying the WMS clock. It reaches the topic
+        # after every transaction that committed before it, so it tells consumers that an
+        # idle region is complete up to that time; Debezium's own heartbeat record cannot
+        # (it goes out whenever Debezium's socket is empty, even before the WAL sender has
+        # sent a commit). It also moves the slot on when other databases write the WAL.
         "heartbeat.interval.ms": str(settings.heartbeat_interval_ms),
+        "heartbeat.action.query": (
+            f"SELECT pg_logical_emit_message(false, '{WAL_MARK_PREFIX}',"
+            " (extract(epoch FROM clock_timestamp()) * 1000)::bigint::text)"
+        ),
+        "message.prefix.include.list": re.escape(WAL_MARK_PREFIX),
         "max.batch.size": str(settings.debezium_max_batch_size),
         "max.queue.size": str(settings.debezium_max_queue_size),
         "poll.interval.ms": str(settings.debezium_poll_interval_ms),

@@ -145,7 +145,11 @@ class TxEnd:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Debezium heartbeat: the region is alive and its connector has read up to `ts_ms`."""
+    """Debezium's own heartbeat record: the connector is alive at `ts_ms` (its clock).
+
+    It says nothing about freshness: Debezium sends it whenever its socket is empty,
+    which may be before the WAL sender has delivered a transaction that already
+    committed, so it never advances a watermark (a `WalMark` does)."""
 
     region: str
     ts_ms: int
@@ -155,7 +159,29 @@ class Heartbeat:
         return ms_to_datetime(self.ts_ms)
 
 
-Event = RowChange | Truncate | Tombstone | TxBegin | TxEnd | Heartbeat
+#: Prefix of the logical-decoding message the connector's heartbeat action writes.
+WAL_MARK_PREFIX = "stockcdc.heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class WalMark:
+    """A logical-decoding message the connector's heartbeat action wrote into the WMS's
+    WAL (non-transactional, content: the WMS server's clock in epoch ms).
+
+    It travels in WAL order, so every transaction that committed before `ts_ms` reached
+    the topic before it: the region is complete up to `ts_ms` even when it is idle
+    (DESIGN decision 5), by the same clock as the commit times."""
+
+    region: str
+    lsn: int
+    ts_ms: int
+
+    @property
+    def ts(self) -> datetime:
+        return ms_to_datetime(self.ts_ms)
+
+
+Event = RowChange | Truncate | Tombstone | TxBegin | TxEnd | Heartbeat | WalMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +252,8 @@ class Watermark:
     """How far a region is applied: every transaction with commit LSN ≤ `commit_lsn`.
 
     `commit_ts_ms` is the source commit time of the last applied transaction;
-    `heartbeat_ts_ms` the latest heartbeat seen (an idle region stays fresh by it).
+    `heartbeat_ts_ms` the time of the latest WAL mark (`WalMark`): complete up to it, so
+    an idle region stays fresh by it.
     """
 
     region: str

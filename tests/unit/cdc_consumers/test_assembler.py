@@ -7,7 +7,17 @@ from collections.abc import Sequence
 import pytest
 
 from cdc_consumers.assembler import AssemblyProblem, RegionAssembler
-from schemas.events import Event, Heartbeat, Op, RowChange, Snapshot, Tombstone, TxBegin, TxEnd
+from schemas.events import (
+    Event,
+    Heartbeat,
+    Op,
+    RowChange,
+    Snapshot,
+    Tombstone,
+    TxBegin,
+    TxEnd,
+    WalMark,
+)
 
 R = "us-west"
 
@@ -79,14 +89,28 @@ def test_interleaved_change_lsns_still_give_a_monotonic_watermark() -> None:
     assert batch.watermark.commit_lsn == 130
 
 
-def test_heartbeat_advances_freshness_and_offset_when_idle() -> None:
+def test_a_wal_mark_advances_freshness_and_offset_when_idle() -> None:
     a = RegionAssembler(R)
-    a.add(0, Heartbeat(R, 999))
+    a.add(0, WalMark(R, 900, 999))
     batch = a.take()
     assert batch.watermark is not None
     assert batch.watermark.heartbeat_ts_ms == 999
     assert batch.commit_offset == 1
     assert a.take().is_empty
+    a.add(1, WalMark(R, 950, 998))  # an older clock reading never moves it back
+    assert a.take().watermark is None
+
+
+def test_a_debezium_heartbeat_moves_the_offset_but_not_freshness() -> None:
+    """Debezium sends its heartbeat whenever its socket is empty, possibly before the
+    WAL sender has sent a transaction that committed earlier: as a freshness claim it
+    could let `min_as_of` answer without that transaction."""
+    a = RegionAssembler(R)
+    a.add(0, Heartbeat(R, 999))
+    batch = a.take()
+    assert batch.watermark is None
+    assert a.watermark.heartbeat_ts_ms is None
+    assert batch.commit_offset == 1
 
 
 def test_replayed_old_transaction_is_reapplied_but_watermark_stays() -> None:

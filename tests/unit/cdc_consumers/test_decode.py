@@ -25,6 +25,7 @@ from schemas.events import (
     Truncate,
     TxBegin,
     TxEnd,
+    WalMark,
 )
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -168,6 +169,38 @@ def test_unknown_table_is_an_error(name: str) -> None:
     assert isinstance(err.value, TerminalError)
 
 
+def test_wal_mark() -> None:
+    mark = dec("wal_mark")
+    assert mark == WalMark("us-west", 27234368, 1795809021937)
+    assert mark.ts.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("prefix", "someone.else", "unexpected_message"),
+        ("content", "bm90IGEgbnVtYmVy", "unexpected_shape"),  # "not a number"
+        ("content", "%%%", "unexpected_shape"),
+    ],
+)
+def test_any_other_message_is_dead_lettered(field: str, value: str, reason: str) -> None:
+    s = sample("wal_mark")
+    s["value"]["message"][field] = value
+    with pytest.raises(DecodeError) as err:
+        decode("us-west", s["topic"], 0, s["offset"], *raw(s))
+    assert err.value.reason == reason
+
+
+def test_a_truncate_assembles_into_its_transaction() -> None:
+    begin, truncate, end = dec("begin_truncate"), dec("truncate_inventory_txn"), dec("end_truncate")
+    assert isinstance(begin, TxBegin)
+    assert isinstance(end, TxEnd)
+    assert isinstance(truncate, Truncate)
+    assert (truncate.table, truncate.tx_id) == ("inventory_txn", begin.tx_id)
+    tx = Transaction.from_end(end, [truncate])
+    assert tx.changes == (truncate,)
+
+
 def test_truncate_of_a_known_table() -> None:
     s = sample("truncate_unknown_table")
     s["value"]["source"]["table"] = "inventory"
@@ -208,7 +241,7 @@ TAKEN = ["create_inventory", "create_inventory_txn", "create_location", "create_
          "snapshot_owner", "snapshot_sku_jsonb", "update_inventory"]  # fmt: skip
 LEFT = ["create_owner_added_columns", "update_owner_added_columns", "update_sku_unavailable",
         "delete_inventory", "create_unknown_table", "truncate_unknown_table", "begin",
-        "end_multi_table", "heartbeat"]  # fmt: skip
+        "end_multi_table", "heartbeat", "wal_mark", "truncate_inventory_txn"]  # fmt: skip
 
 
 def checked(s: dict[str, Any]) -> Event:

@@ -24,8 +24,20 @@ def test_transactions_heartbeats_and_exact_decimals() -> None:
     cfg = _config()
     assert cfg["provide.transaction.metadata"] == "true"
     assert int(cfg["heartbeat.interval.ms"]) > 0
-    assert "heartbeat.action.query" not in cfg  # never writes to the WMS
     assert cfg["decimal.handling.mode"] == "string"
+    assert cfg["skipped.operations"] == "none"  # truncates reach the projection
+
+
+def test_heartbeats_write_a_wal_mark_and_no_table() -> None:
+    cfg = _config()
+    query = cfg["heartbeat.action.query"]
+    # A non-transactional logical-decoding message carrying the WMS clock, nothing else.
+    assert re.fullmatch(
+        r"SELECT pg_logical_emit_message\(false, 'stockcdc\.heartbeat', .*clock_timestamp\(\).*\)",
+        query,
+    )
+    assert not re.search(r"\b(INSERT|UPDATE|DELETE|TRUNCATE|CREATE|ALTER)\b", query, re.I)
+    assert re.fullmatch(cfg["message.prefix.include.list"], "stockcdc.heartbeat")
 
 
 def test_one_topic_per_region_carries_data_transactions_and_heartbeats() -> None:
@@ -36,6 +48,7 @@ def test_one_topic_per_region_carries_data_transactions_and_heartbeats() -> None
         "wms.us-west.public.inventory",
         "wms.us-west.transaction",
         "__debezium-heartbeat.wms.us-west",
+        "wms.us-west.message",
     ):
         assert regex.fullmatch(topic), topic
     for other in ("wms.eu-central.public.inventory", "wms.us-westx.transaction"):
