@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 
 from cdc_consumers.projector import Projector
 from cdc_consumers.service import progress
@@ -135,6 +136,14 @@ def test_moves_never_show_a_reader_a_total_change(live: Live) -> None:
     assert polls >= 5
 
 
+def dead_letters(region: str, reason: str) -> float:
+    """The projector's dead-letter counter (it runs in this process)."""
+    value = REGISTRY.get_sample_value(
+        "stockcdc_deadletters_total", {"region": region, "reason": reason}
+    )
+    return value or 0.0
+
+
 def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) -> None:
     s = live.settings
     region = live.pipeline.regions[1]
@@ -146,8 +155,23 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
         kwargs={"workers": 2, "count": 100, "seed": 13},
         daemon=True,
     )
+    # A well-formed change of a table the projection does not know (a connector that
+    # captures more than the WMS tables): reported, never silently skipped.
+    unknown = {
+        "before": None,
+        "after": {"id": 2, "note": marker.decode()},
+        "source": {"name": region.topic_prefix, "schema": "public", "table": "zz_probe",
+                   "snapshot": "false", "txId": 1, "lsn": 1, "ts_ms": 1},
+        "op": "c",
+    }  # fmt: skip
+    poisons = {
+        b"{not json " + marker: "malformed_json",
+        b'{"op": "x", "marker": "' + marker + b'"}': "unexpected_shape",
+        json.dumps(unknown).encode(): "unknown_table",
+    }
+    before = {reason: dead_letters(region.name, reason) for reason in poisons.values()}
     worker.start()
-    for poison in (b"{not json " + marker, b'{"op": "x", "marker": "' + marker + b'"}'):
+    for poison in poisons:
         producer.send(region.cdc_topic, key=b'{"id": 1}', value=poison)
         time.sleep(0.2)
     producer.flush()
@@ -155,6 +179,10 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
     worker.join()
     live.wait_caught_up()
     assert_projection_equals_wms(live)
+    # Each is counted under its reason (the metric on-call alerts on).
+    assert {r: dead_letters(region.name, r) - n for r, n in before.items()} == dict.fromkeys(
+        poisons.values(), 1.0
+    )
 
     dlq = TopicPartition(s.deadletter_topic, 0)
     reader = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
@@ -163,15 +191,12 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
         reader.seek_to_beginning(dlq)
         found: list[Any] = []
         deadline = time.monotonic() + 30
-        while len(found) < 2 and time.monotonic() < deadline:
+        while len(found) < len(poisons) and time.monotonic() < deadline:
             found += [
                 r for r in reader.poll(timeout_ms=500).get(dlq, []) if r.value and marker in r.value
             ]
-        assert len(found) == 2
-        assert {dict(r.headers)["reason"] for r in found} == {
-            b"malformed_json",
-            b"unexpected_shape",
-        }
+        # The original bytes, with the reason.
+        assert {r.value: dict(r.headers)["reason"].decode() for r in found} == poisons
     finally:
         reader.close()
 
@@ -270,3 +295,40 @@ def test_two_consumers_share_the_regions_and_a_rebalance_loses_nothing(live: Liv
     live.projector, live.thread = members[0], threads[0]
     live.wait_caught_up()
     assert_projection_equals_wms(live)
+
+
+def test_a_truncate_mid_stream_empties_the_table_and_everything_else_lands(live: Live) -> None:
+    """A WMS operator purges the ledger while warehouses work: Debezium streams the
+    TRUNCATE (the connector does not skip it), the projection drops every ledger row
+    of that region as of it, and the figures built from the ledger follow."""
+    s = live.settings
+    region = live.pipeline.regions[2]
+    worker = threading.Thread(
+        target=run_workload,
+        args=(s, live.pipeline.regions),
+        kwargs={"workers": 2, "count": 100, "seed": 23},
+        daemon=True,
+    )
+    worker.start()
+    time.sleep(1.0)
+    truncates = REGISTRY.get_sample_value(
+        "stockcdc_events_total", {"region": region.name, "kind": "truncate"}
+    )
+    with psycopg.connect(s.pg_dsn(region), autocommit=True) as admin:
+        admin.execute("TRUNCATE inventory_txn")
+    worker.join()
+    live.wait_caught_up()
+    assert_projection_equals_wms(live)
+    # What the purge left: only ledger rows written after it, in the WMS and projected.
+    with psycopg.connect(s.pg_dsn(region, "cdc")) as conn:
+        in_wms = conn.execute("SELECT count(*) FROM inventory_txn").fetchone()
+    projected = live.client.query(
+        "SELECT count() FROM cur_inventory_txn WHERE region = {r:String}",
+        parameters={"r": region.name},
+    ).result_rows
+    assert in_wms is not None
+    assert projected == [(in_wms[0],)]
+    after = REGISTRY.get_sample_value(
+        "stockcdc_events_total", {"region": region.name, "kind": "truncate"}
+    )
+    assert (after or 0) - (truncates or 0) == 1

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 from read_model import queries
 from read_model.serving import Touched
 from read_model.writer import ProjectionWriter
-from schemas.events import Op, RowChange, Snapshot, Transaction, Watermark
+from schemas.events import Op, RowChange, Snapshot, Transaction, Truncate, Watermark
 from schemas.wms_model import WMS_MODEL
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -184,6 +184,54 @@ def test_deletes_disappear_and_placeholder_keeps_previous(ch: Client, region: st
         "SELECT count() FROM wms_sku WHERE name = '__debezium_unavailable_value'"
     ).result_rows
     assert placeholders == [(0,)]
+
+
+def test_a_truncate_deletes_every_row_of_its_table_and_the_figures_follow(
+    ch: Client, region: str
+) -> None:
+    """A WMS TRUNCATE (a ledger purge, say) arrives as one event inside its transaction:
+    the table's rows are gone as of it, rows after it count, and every figure built
+    from the table follows (last movement from the ledger, stock from balance rows)."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    md = master_data(t, code)
+    receive = t.tx(
+        ("inventory", "c", inv(30, 2, 1, "AVAILABLE", 8)),
+        ("inventory_txn", "c", {"id": 5, "txn_type": "RECEIVE", "warehouse_id": 1,
+                                "owner_id": 1, "sku_id": 1, "qty": 8, "d_on_hand": 8,
+                                "occurred_at": T0}),
+    )  # fmt: skip
+    w.write(region, [md, receive], t.wm(receive))
+    before = stock(ch, code)
+    assert before is not None
+    assert before.last_movement_at == T0
+
+    def truncate(table: str) -> Transaction:
+        t.txid += 1
+        t.lsn += 10
+        cut = Truncate(region, table, t.lsn, t.txid, 1_767_225_600_000 + t.lsn)
+        t.lsn += 10
+        return Transaction(region, t.txid, t.lsn, 1_767_225_600_000 + t.lsn, [cut])
+
+    purge = truncate("inventory_txn")
+    w.write(region, [purge], t.wm(purge))
+    after = stock(ch, code)
+    assert after is not None
+    assert (after.on_hand, after.last_movement_at) == (8, None)
+    assert queries.movements(ch, f"{code}-OW", sku="SKU-1") == []
+
+    wiped = truncate("inventory")
+    later = t.tx(("inventory", "c", inv(31, 4, 2, "AVAILABLE", 3)))
+    w.write(region, [wiped, later], t.wm(later))
+    s = stock(ch, code)
+    assert s is not None
+    assert (s.on_hand, s.available) == (3, 3)  # row 30 is gone, row 31 came after
+    current = ch.query(
+        "SELECT id FROM cur_inventory WHERE region = {r:String}", parameters={"r": region}
+    ).result_rows
+    assert current == [(31,)]
+    # A replay of the whole history gives the same answer.
+    w.write(region, [md, receive, purge, wiped, later], t.wm(later))
+    assert stock(ch, code) == s
 
 
 def test_added_columns_land_in_extra(ch: Client, region: str) -> None:
