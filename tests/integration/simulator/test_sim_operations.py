@@ -10,6 +10,8 @@ import pytest
 
 from simulator import ops
 from simulator.errors import Rejected
+from simulator.oracle import StockKey, read_truth
+from stockcdc.settings import Settings
 from tests.integration.simulator.sim_case import OP, TODAY, Wms
 
 pytestmark = pytest.mark.integration
@@ -362,3 +364,219 @@ def test_master_data_changes(make_wms: MakeWms) -> None:
         )
     )
     assert w.one("SELECT sku_id, first_received_at FROM lot WHERE id = %s", lot) == (new, None)
+
+
+def test_qc_hold_then_fail_damages_serials_and_pass_returns_to_putaway(
+    settings: Settings, make_wms: MakeWms
+) -> None:
+    w = make_wms()
+    line = w.inbound("PHONE", 4)
+    w.tx(
+        lambda c: ops.receive(
+            c,
+            line_id=line,
+            qty=4,
+            location_id=w.loc["RCV"],
+            operator=OP,
+            serial_nos=["Q1", "Q2", "Q3", "Q4"],
+        )
+    )
+    pending = w.inv_id("PHONE", "RCV", "PENDING_PUTAWAY")
+    hold = w.tx(lambda c: ops.qc_hold(c, inventory_id=pending, qty=3, operator=OP))
+    # held in place: a QC_HOLD row beside what is still pending, an ACTIVE QC hold
+    assert w.rows("PHONE") == [
+        ("RCV", None, "PENDING_PUTAWAY", 1, 0),
+        ("RCV", None, "QC_HOLD", 3, 0),
+    ]
+    assert w.one(
+        "SELECT h.hold_type, h.status, h.qty, loc.code, h.sku_id, h.lot_id, h.released_at "
+        "FROM inventory_hold h JOIN location loc ON loc.id = h.location_id WHERE h.id = %s",
+        hold,
+    ) == ("QC", "ACTIVE", 3, "RCV", w.sku["PHONE"], None, None)
+    assert [s[1:] for s in w.serials("PHONE")] == [("IN_STOCK", "RCV")] * 4
+    # the ledger has no QC hold type: the hold is a FREEZE row per serial, 0 / 0
+    assert w.ledger("PHONE")[-3:] == [("FREEZE", 1, 0, 0)] * 3
+    assert (
+        w.moves("PHONE", "FREEZE")
+        == [("RCV", "RCV", "PENDING_PUTAWAY", "QC_HOLD", "HOLD", str(hold))] * 3
+    )
+    assert w.all("SELECT DISTINCT reason_code FROM inventory_txn WHERE txn_type = 'FREEZE'") == [
+        ("QC_HOLD",)
+    ]
+    phone = read_truth(settings, [w.region], dbname=w.dbname).stock[
+        StockKey("SELLER-1", w.wh_code, "PHONE")
+    ]
+    assert (phone.on_hand, phone.pending_putaway, phone.qc_hold, phone.available) == (4, 1, 3, 0)
+    w.assert_invariants()
+    held = w.inv_id("PHONE", "RCV", "QC_HOLD")
+    with pytest.raises(Rejected):  # held stock is not put away
+        w.tx(
+            lambda c: ops.putaway(
+                c, inventory_id=held, qty=1, to_location_id=w.loc["S1"], operator=OP
+            )
+        )
+    with pytest.raises(Rejected):  # only PENDING_PUTAWAY units are held, up to what is there
+        w.tx(lambda c: ops.qc_hold(c, inventory_id=pending, qty=2, operator=OP))
+    with pytest.raises(Rejected):  # a QC hold is not a freeze
+        w.tx(lambda c: ops.unfreeze(c, hold_id=hold, operator=OP))
+
+    w.tx(lambda c: ops.qc_fail(c, hold_id=hold, operator=OP))
+    assert w.rows("PHONE") == [
+        ("RCV", None, "DAMAGED", 3, 0),
+        ("RCV", None, "PENDING_PUTAWAY", 1, 0),
+    ]
+    assert w.serials("PHONE") == [
+        ("Q1", "DAMAGED", "RCV"),
+        ("Q2", "DAMAGED", "RCV"),
+        ("Q3", "DAMAGED", "RCV"),
+        ("Q4", "IN_STOCK", "RCV"),
+    ]
+    assert w.one(
+        "SELECT status, released_at IS NOT NULL FROM inventory_hold WHERE id = %s", hold
+    ) == ("RELEASED", True)
+    assert w.ledger("PHONE")[-3:] == [("QC_FAIL", 1, 0, 0)] * 3
+    assert (
+        w.moves("PHONE", "QC_FAIL") == [("RCV", "RCV", "QC_HOLD", "DAMAGED", "HOLD", str(hold))] * 3
+    )
+    with pytest.raises(Rejected):  # released already
+        w.tx(lambda c: ops.qc_fail(c, hold_id=hold, operator=OP))
+    w.assert_invariants()
+
+    # a pass puts the units back on the pending row (it keeps the earlier in_date)
+    first_in = w.one("SELECT in_date FROM inventory WHERE id = %s", pending)
+    h2 = w.tx(lambda c: ops.qc_hold(c, inventory_id=pending, qty=1, operator=OP))
+    assert w.rows("PHONE") == [("RCV", None, "DAMAGED", 3, 0), ("RCV", None, "QC_HOLD", 1, 0)]
+    w.tx(lambda c: ops.qc_pass(c, hold_id=h2, operator=OP))
+    assert w.rows("PHONE") == [
+        ("RCV", None, "DAMAGED", 3, 0),
+        ("RCV", None, "PENDING_PUTAWAY", 1, 0),
+    ]
+    again = w.inv_id("PHONE", "RCV", "PENDING_PUTAWAY")
+    assert w.one("SELECT in_date FROM inventory WHERE id = %s", again) == first_in
+    assert w.serials("PHONE")[3] == ("Q4", "IN_STOCK", "RCV")
+    assert w.ledger("PHONE")[-2:] == [("FREEZE", 1, 0, 0), ("QC_PASS", 1, 0, 0)]
+    assert w.moves("PHONE", "QC_PASS") == [
+        ("RCV", "RCV", "QC_HOLD", "PENDING_PUTAWAY", "HOLD", str(h2))
+    ]
+    # the QC-failed units are scrapped like any damaged stock
+    dmg = w.inv_id("PHONE", "RCV", "DAMAGED")
+    w.tx(lambda c: ops.scrap(c, inventory_id=dmg, qty=3, operator=OP))
+    assert [s[1:] for s in w.serials("PHONE")[:3]] == [("SCRAPPED", None)] * 3
+    assert w.rows("PHONE") == [("RCV", None, "PENDING_PUTAWAY", 1, 0)]
+    assert sum(r[2] for r in w.ledger("PHONE")) == 1
+    w.assert_invariants()
+
+
+def test_damage_takes_only_free_units_and_scrap_of_damaged_rows(make_wms: MakeWms) -> None:
+    w = make_wms()
+    inv = w.stock("MUG", 6, "S1")
+    order = w.order([("MUG", 2)])
+    w.tx(lambda c: ops.allocate(c, order_id=order, operator=OP))
+    w.tx(
+        lambda c: ops.damage(
+            c, inventory_id=inv, qty=3, damage_location_id=w.loc["DMG"], operator=OP
+        )
+    )
+    assert w.rows("MUG") == [("DMG", None, "DAMAGED", 3, 0), ("S1", None, "AVAILABLE", 3, 2)]
+    assert w.ledger("MUG")[-1] == ("DAMAGE", 3, 0, 0)
+    assert w.moves("MUG", "DAMAGE") == [("S1", "DMG", "AVAILABLE", "DAMAGED", None, None)]
+    with pytest.raises(Rejected):  # 1 unit is free, 2 are allocated
+        w.tx(
+            lambda c: ops.damage(
+                c, inventory_id=inv, qty=2, damage_location_id=w.loc["DMG"], operator=OP
+            )
+        )
+    with pytest.raises(Rejected):  # damaged stock goes to a DAMAGE location
+        w.tx(
+            lambda c: ops.damage(
+                c, inventory_id=inv, qty=1, damage_location_id=w.loc["S2"], operator=OP
+            )
+        )
+    dmg = w.inv_id("MUG", "DMG", "DAMAGED")
+    first_in = w.one("SELECT in_date FROM inventory WHERE id = %s", dmg)
+    w.tx(
+        lambda c: ops.damage(
+            c, inventory_id=inv, qty=1, damage_location_id=w.loc["DMG"], operator=OP
+        )
+    )
+    # lands on the existing DAMAGED row, which keeps its in_date
+    assert w.rows("MUG") == [("DMG", None, "DAMAGED", 4, 0), ("S1", None, "AVAILABLE", 2, 2)]
+    assert w.one("SELECT id, in_date FROM inventory WHERE id = %s", dmg) == (dmg, first_in)
+    w.assert_invariants()
+    with pytest.raises(Rejected):  # only DAMAGED or EXPIRED rows are scrapped
+        w.tx(lambda c: ops.scrap(c, inventory_id=inv, qty=1, operator=OP))
+    with pytest.raises(Rejected):
+        w.tx(lambda c: ops.scrap(c, inventory_id=dmg, qty=5, operator=OP))
+    w.tx(lambda c: ops.scrap(c, inventory_id=dmg, qty=1, operator=OP))
+    assert w.rows("MUG") == [("DMG", None, "DAMAGED", 3, 0), ("S1", None, "AVAILABLE", 2, 2)]
+    w.tx(lambda c: ops.scrap(c, inventory_id=dmg, qty=3, operator=OP))
+    assert w.rows("MUG") == [("S1", None, "AVAILABLE", 2, 2)]  # deleted at zero
+    assert w.ledger("MUG")[-2:] == [("SCRAP", 1, -1, 0), ("SCRAP", 3, -3, 0)]
+    assert w.moves("MUG", "SCRAP") == [("DMG", None, "DAMAGED", None, None, None)] * 2
+    w.assert_invariants()
+
+
+def test_expire_leaves_allocated_units_and_expired_rows_are_scrapped(make_wms: MakeWms) -> None:
+    w = make_wms()
+    w.stock("TEA", 5, "S1", "SOON")
+    w.stock("TEA", 2, "S2", "SOON")
+    w.stock("TEA", 4, "P1", "LATE")
+    order = w.order([("TEA", 3)], rule="FEFO")
+    assert w.tx(lambda c: ops.allocate(c, order_id=order, operator=OP)).status == "ALLOCATED"
+    assert w.rows("TEA") == [
+        ("P1", "LATE", "AVAILABLE", 4, 0),
+        ("S1", "SOON", "AVAILABLE", 5, 3),
+        ("S2", "SOON", "AVAILABLE", 2, 0),
+    ]
+    # time passes: the lot is past its expiry date, its units still count as available
+    w.conn.execute("UPDATE lot SET expiry_date = current_date - 1 WHERE id = %s", (w.lot["SOON"],))
+    expired = w.tx(lambda c: ops.expire(c, lot_id=w.lot["SOON"], warehouse_id=w.wh, operator=OP))
+    assert expired == 4
+    assert w.rows("TEA") == [
+        ("P1", "LATE", "AVAILABLE", 4, 0),
+        ("S1", "SOON", "AVAILABLE", 3, 3),  # the allocated units stay as they are
+        ("S1", "SOON", "EXPIRED", 2, 0),
+        ("S2", "SOON", "EXPIRED", 2, 0),
+    ]
+    assert w.ledger("TEA")[-2:] == [("EXPIRE", 2, 0, 0)] * 2
+    assert w.moves("TEA", "EXPIRE") == [
+        ("S1", "S1", "AVAILABLE", "EXPIRED", None, None),
+        ("S2", "S2", "AVAILABLE", "EXPIRED", None, None),
+    ]
+    with pytest.raises(Rejected):  # only allocated units are left: nothing to expire
+        w.tx(lambda c: ops.expire(c, lot_id=w.lot["SOON"], warehouse_id=w.wh, operator=OP))
+    assert w.all("SELECT qty, status FROM allocation") == [(3, "ALLOCATED")]
+    w.assert_invariants()
+    s2 = w.inv_id("TEA", "S2", "EXPIRED", "SOON")
+    w.tx(lambda c: ops.scrap(c, inventory_id=s2, qty=2, operator=OP))
+    s1 = w.inv_id("TEA", "S1", "EXPIRED", "SOON")
+    w.tx(lambda c: ops.scrap(c, inventory_id=s1, qty=1, operator=OP))
+    assert w.ledger("TEA")[-2:] == [("SCRAP", 2, -2, 0), ("SCRAP", 1, -1, 0)]
+    assert w.moves("TEA", "SCRAP") == [
+        ("S2", None, "EXPIRED", None, None, None),
+        ("S1", None, "EXPIRED", None, None, None),
+    ]
+    # the order allocated before expiry still ships
+    w.tx(lambda c: ops.pick(c, order_id=order, staging_location_id=w.loc["STG"], operator=OP))
+    w.tx(lambda c: ops.ship(c, order_id=order, tracking_no="1Z", operator=OP))
+    assert w.rows("TEA") == [("P1", "LATE", "AVAILABLE", 4, 0), ("S1", "SOON", "EXPIRED", 1, 0)]
+    w.assert_invariants()
+
+    # serials of an expired row stay IN_STOCK where they are, and are scrapped with it
+    w.stock("PHONE", 2, "S1", "OLD", serial_nos=["E1", "E2"])
+    w.conn.execute(
+        "UPDATE lot SET expiry_date = current_date - 1 WHERE sku_id = %s AND lot_no = 'OLD'",
+        (w.sku["PHONE"],),
+    )
+    old = w.one("SELECT id FROM lot WHERE sku_id = %s AND lot_no = 'OLD'", w.sku["PHONE"])
+    assert w.tx(lambda c: ops.expire(c, lot_id=old, warehouse_id=w.wh, operator=OP)) == 2
+    assert w.rows("PHONE") == [("S1", "OLD", "EXPIRED", 2, 0)]
+    assert w.serials("PHONE") == [("E1", "IN_STOCK", "S1"), ("E2", "IN_STOCK", "S1")]
+    assert w.ledger("PHONE")[-2:] == [("EXPIRE", 1, 0, 0)] * 2
+    w.assert_invariants()
+    row = w.inv_id("PHONE", "S1", "EXPIRED", "OLD")
+    w.tx(lambda c: ops.scrap(c, inventory_id=row, qty=2, operator=OP))
+    assert w.rows("PHONE") == []
+    assert w.serials("PHONE") == [("E1", "SCRAPPED", None), ("E2", "SCRAPPED", None)]
+    assert w.ledger("PHONE")[-2:] == [("SCRAP", 1, -1, 0)] * 2
+    w.assert_invariants()
