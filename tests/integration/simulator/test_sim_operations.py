@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from simulator import ops
+from simulator import ops, workload
 from simulator.errors import Rejected
 from simulator.oracle import StockKey, read_truth
 from stockcdc.settings import Settings
-from tests.integration.simulator.sim_case import OP, TODAY, Wms
+from tests.integration.simulator.sim_case import OP, TODAY, FixedRandom, Wms, make_worker
 
 pytestmark = pytest.mark.integration
 
@@ -579,4 +580,74 @@ def test_expire_leaves_allocated_units_and_expired_rows_are_scrapped(make_wms: M
     assert w.rows("PHONE") == []
     assert w.serials("PHONE") == [("E1", "SCRAPPED", None), ("E2", "SCRAPPED", None)]
     assert w.ledger("PHONE")[-2:] == [("SCRAP", 1, -1, 0)] * 2
+    w.assert_invariants()
+
+
+def _customer_return(w: Wms, sku: str, order_no: str, **kw: Any) -> None:
+    w.tx(
+        lambda c: ops.customer_return(
+            c,
+            warehouse_id=w.wh,
+            sku_id=w.sku[sku],
+            returns_location_id=w.loc["RET"],
+            order_no=order_no,
+            operator=OP,
+            **kw,
+        )
+    )
+
+
+def test_customer_returns_disposed_to_damaged_or_back_to_stock(
+    settings: Settings, make_wms: MakeWms
+) -> None:
+    w = make_wms()
+    w.stock("PHONE", 1, "S1", serial_nos=["R1"])
+    order = w.order([("PHONE", 1)])
+    w.tx(lambda c: ops.allocate(c, order_id=order, operator=OP))
+    w.tx(lambda c: ops.pick(c, order_id=order, staging_location_id=w.loc["STG"], operator=OP))
+    w.tx(lambda c: ops.ship(c, order_id=order, tracking_no="T", operator=OP))
+    _customer_return(w, "PHONE", "RMA-1", serial_nos=["R1"])
+    _customer_return(w, "MUG", "RMA-2", qty=3)
+    assert w.rows("PHONE") == [("RET", None, "RETURNED", 1, 0)]
+    assert w.rows("MUG") == [("RET", None, "RETURNED", 3, 0)]
+    assert w.one("SELECT status, receive_count FROM serial_number") == ("RETURNED", 2)
+
+    # the workload's disposition: damaged (random() >= 0.8) → DAMAGED at a DAMAGE location
+    worker = make_worker(settings, w, rng=FixedRandom(0.9))
+    try:
+        assert workload._return_disposition(worker)
+        assert workload._return_disposition(worker)
+        assert not workload._return_disposition(worker)  # no RETURNED rows left
+    finally:
+        worker.close()
+    assert w.rows("PHONE") == [("DMG", None, "DAMAGED", 1, 0)]
+    assert w.rows("MUG") == [("DMG", None, "DAMAGED", 3, 0)]
+    assert w.all("SELECT serial_no, status, receive_count FROM serial_number") == [
+        ("R1", "DAMAGED", 2)
+    ]
+    assert w.serials("PHONE") == [("R1", "DAMAGED", "DMG")]
+    assert w.ledger("PHONE")[-2:] == [("RETURN", 1, 1, 0), ("DAMAGE", 1, 0, 0)]
+    assert w.ledger("MUG") == [("RETURN", 3, 3, 0), ("DAMAGE", 3, 0, 0)]
+    assert w.moves("MUG", "DAMAGE") == [("RET", "DMG", "RETURNED", "DAMAGED", None, None)]
+    assert w.moves("MUG", "RETURN") == [(None, "RET", None, "RETURNED", "INBOUND", "RMA-2")]
+    truth = read_truth(settings, [w.region], dbname=w.dbname)
+    mug = truth.stock[StockKey("SELLER-1", w.wh_code, "MUG")]
+    assert (mug.on_hand, mug.returned, mug.damaged, mug.available) == (3, 0, 3, 0)
+    w.assert_invariants()
+    dmg = w.inv_id("PHONE", "DMG", "DAMAGED")
+    w.tx(lambda c: ops.scrap(c, inventory_id=dmg, qty=1, operator=OP))
+    assert w.serials("PHONE") == [("R1", "SCRAPPED", None)]
+
+    # ... or good (random() < 0.8): put away to AVAILABLE at a sellable location
+    _customer_return(w, "MUG", "RMA-3", qty=2)
+    worker = make_worker(settings, w, rng=FixedRandom(0.1))
+    try:
+        assert workload._return_disposition(worker)
+    finally:
+        worker.close()
+    (put,) = [r for r in w.rows("MUG") if r[2] == "AVAILABLE"]
+    assert put[0] in ("S1", "S2", "P1")
+    assert put[1:] == (None, "AVAILABLE", 2, 0)
+    assert ("RET", None, "RETURNED", 2, 0) not in w.rows("MUG")
+    assert w.ledger("MUG")[-2:] == [("RETURN", 2, 2, 0), ("PUTAWAY", 2, 0, 0)]
     w.assert_invariants()
