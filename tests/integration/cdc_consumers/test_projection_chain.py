@@ -101,6 +101,11 @@ def test_projection_equals_the_wms_after_snapshot_and_concurrent_workload(live: 
     assert any(lots for lots in t.lots.values())
     assert t.serials
     assert_projection_equals_wms(live)
+    # The initial load was counted per region (the metric behind the CLI's progress).
+    for region in live.pipeline.regions:
+        loaded = REGISTRY.get_sample_value("stockcdc_snapshot_rows_total", {"region": region.name})
+        assert loaded is not None
+        assert loaded > 0
 
 
 def test_moves_never_show_a_reader_a_total_change(live: Live) -> None:

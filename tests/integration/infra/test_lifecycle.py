@@ -1,10 +1,13 @@
-"""`up` is idempotent and `status` tells the truth about a killed service."""
+"""`up` and `down` are idempotent, `status` tells the truth about a killed service and
+`down` leaves nothing running."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,41 @@ def test_status_reports_a_killed_service_and_up_brings_it_back(
     status = _by_name(settings)
     assert all(s.up for s in status.values()), status
     assert status["connect"].pid not in (None, pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent (this process, when `up` ran here)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_down_leaves_nothing_running_and_twice_is_harmless(
+    settings: Settings, services_up: None
+) -> None:
+    """Last in this module: it stops the whole stack, then brings it back for the rest."""
+    before = services.status(settings)
+    pids = [s.pid for s in before if s.pid is not None]
+    ports = [s.port for s in before if s.port is not None]
+    assert pids
+    assert ports
+    try:
+        services.down(settings)
+        after = services.status(settings)
+        assert not [s.name for s in after if s.up]
+        assert not [pid for pid in pids if _alive(pid)], "a service process survived down"
+        assert not [port for port in ports if _listening(port)], "a port is still served"
+        started = time.monotonic()
+        services.down(settings)  # nothing left to stop: quick and harmless
+        assert time.monotonic() - started < 10
+    finally:
+        services.up(settings)
+    assert all(s.up for s in services.status(settings))
