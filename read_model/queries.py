@@ -348,6 +348,12 @@ def _served(where: str, tail: str) -> str:
 _SERVED_ONE = _served(
     "owner = {owner:String} AND sku = {sku:String} AND warehouse = {warehouse:String}", ""
 )
+#: `stock_point` (migration 010): the newest version of one key, by its RocksDB key.
+_POINT_ONE = (
+    f"SELECT owner, warehouse, sku, {', '.join(STOCK_FIGURES)}, region, _commit_lsn,"
+    " _is_deleted FROM stock_point WHERE owner = {owner:String}"
+    " AND warehouse = {warehouse:String} AND sku = {sku:String}"
+)
 _SERVED_PAGE = _served(
     "owner = {owner:String} AND ({warehouse:String} = '' OR warehouse = {warehouse:String})",
     " AND (warehouse, sku) > ({aw:String}, {asku:String}) ORDER BY warehouse, sku"
@@ -656,18 +662,31 @@ def _sku_keys(
 
 
 def stock_one(
-    client: Client, owner: str, warehouse: str, sku: str, cut: Mapping[str, int] | None = None
+    client: Client,
+    owner: str,
+    warehouse: str,
+    sku: str,
+    cut: Mapping[str, int] | None = None,
+    *,
+    point: bool = True,
 ) -> StockRow | None:
     """Figures of one key; None when absent (no balance rows and nothing inbound). As of
     `cut`, watermarks read earlier (the API's, so an answer is as of its freshness), by
-    default read now."""
+    default read now.
+
+    With `point` (not on a replicated cluster, where `stock_point` is node-local), a
+    key-value get of the newest version answers when that version is at or below the
+    cut; a version past it (its batch written, its watermark not yet) sends the read to
+    `stock_current` at the cut, as does a key the point table has never seen."""
     cut = visible_lsns(client) if cut is None else cut
-    rows = _rows(
-        client,
-        StockRow,
-        _SERVED_ONE,
-        {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(cut)},
-    )
+    params = {"owner": owner, "warehouse": warehouse, "sku": sku}
+    if point:
+        found = _query(client, _POINT_ONE, params, "stock point read")
+        if found:
+            *figures, region, commit_lsn, deleted = found[0]
+            if commit_lsn <= cut.get(region, 0):
+                return None if deleted else StockRow(*(_utc(v) for v in figures))
+    rows = _rows(client, StockRow, _SERVED_ONE, {**params, **_cuts(cut)})
     return rows[0] if rows else None
 
 

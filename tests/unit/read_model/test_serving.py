@@ -8,6 +8,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from read_model import queries
 from read_model.writer import ProjectionWriter
 from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
@@ -82,7 +83,7 @@ def test_a_region_never_built_is_built_when_a_writer_resumes(ch: Client, region:
     receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10, alloc=3)))
     w.write(region, [md, receive], t.wm(receive))
     expected = stock(ch, code)
-    for table in ("stock_current", "_stock_current_built"):
+    for table in ("stock_current", "_stock_current_built", "stock_point"):
         ch.command(f"DELETE FROM {table} WHERE region = {{r:String}}", parameters={"r": region})
     assert stock(ch, code) is None
     ProjectionWriter(ch).load_watermarks()
@@ -173,3 +174,30 @@ def test_a_replay_behind_newer_rows_writes_the_figures_of_its_own_cut(
         parameters={"r": region, "c": first.commit_lsn},
     ).result_rows
     assert at_first == [(10, T0.replace(tzinfo=None))]  # naive UTC from the driver
+
+
+def test_single_key_reads_never_go_back_in_time(ch: Client, region: str) -> None:
+    """`stock_point` (migration 010) keeps each key's newest version: figures of an older
+    cut written late (a replay whose first write was lost) do not replace it, and a
+    reader whose cut is older than it reads `stock_current` at its cut instead."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    md = master_data(t, code)
+    first = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    second = t.tx(("inventory", "u", inv(10, 2, 1, "AVAILABLE", 25)))
+    w.write(region, [md, first], t.wm(first))
+    w.write(region, [second], t.wm(second))
+    ch.command(
+        "INSERT INTO stock_current SELECT * REPLACE (7 AS on_hand, {c:UInt64} AS _commit_lsn,"
+        " _seq + 1000 AS _seq) FROM stock_current WHERE region = {r:String}"
+        " ORDER BY _commit_lsn DESC LIMIT 1",
+        parameters={"r": region, "c": first.commit_lsn},
+    )
+    now = stock(ch, code)
+    assert now is not None
+    assert now.on_hand == 25
+    key = (f"{code}-OW", f"{code}-WH", "SKU-1")
+    for cut, on_hand in ((first.commit_lsn, 7), (second.commit_lsn, 25)):
+        point = queries.stock_one(ch, *key, {region: cut})
+        assert point == queries.stock_one(ch, *key, {region: cut}, point=False)
+        assert point is not None
+        assert point.on_hand == on_hand
