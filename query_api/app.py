@@ -7,6 +7,8 @@ serialised by orjson straight into the response body.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -117,9 +119,13 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
         service: QueryService = app.state.service
         dsn = urlsplit(settings.clickhouse_dsn)  # never log credentials in the URL
         log.info("api.start", keys=len(keys), clickhouse=f"{dsn.scheme}://{dsn.hostname or ''}")
+        refresher = asyncio.create_task(service.refresh_marks())
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             if own:
                 service.db.close()
 

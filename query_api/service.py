@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import structlog
 from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 from clickhouse_connect.driver.client import Client
@@ -41,6 +42,7 @@ from read_model.queries import StockRow
 from stockcdc.settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 #: How long the warehouse → region map is reused (refreshed on a miss anyway).
 _WAREHOUSE_TTL_S = 5.0
@@ -128,20 +130,36 @@ class QueryService:
         self.cursors = CursorCodec(settings.api_cursor_secret.get_secret_value().encode())
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._marks: tuple[float, dict[str, Mark]] = (-math.inf, {})
+        # stock_point is node-local: on a replicated cluster single keys read stock_current.
+        self._point = settings.clickhouse_cluster is None
         self._warehouses: tuple[float, dict[str, str]] = (-math.inf, {})
 
     # -- freshness and consistency ---------------------------------------------------
 
     async def marks(self, fresh: bool = False) -> dict[str, Mark]:
-        """Every region's watermark; re-read at most every `api_watermark_cache_ms`
-        (an older watermark is still a true lower bound), always when `fresh`."""
+        """Every region's watermark as `refresh_marks` last read it (an older watermark
+        is still a true lower bound); read here when that is more than two refresh
+        periods old (no refresher, or it fell behind), and always when `fresh`."""
         at, cached = self._marks
         now = time.monotonic()
-        if not fresh and now - at < self.settings.api_watermark_cache_ms / 1000:
+        if not fresh and now - at < 2 * self.settings.api_watermark_cache_ms / 1000:
             return cached
         marks = await self.db.run(_marks)
         self._marks = (now, marks)
         return marks
+
+    async def refresh_marks(self) -> None:
+        """Re-read the watermarks every `api_watermark_cache_ms`, off the requests' path
+        (the app runs it for its lifetime; with 0 every request reads them itself)."""
+        period = self.settings.api_watermark_cache_ms / 1000
+        if period <= 0:
+            return
+        while True:
+            try:
+                await self.marks(fresh=True)
+            except Exception as exc:  # the read model is down: each request says so itself
+                log.warning("api.watermarks_unavailable", error=str(exc))
+            await asyncio.sleep(period)
 
     async def warehouses(self) -> dict[str, str]:
         """Warehouse code → region, cached briefly: warehouses never change region."""
@@ -256,12 +274,17 @@ class QueryService:
         # as of the watermarks the freshness reports (a watermark is a batch's end: the
         # serving figures are exact there), without reading them again
         cut = {r: m.lsn for r, m in marks.items()}
-        row = await self.db.run(queries.stock_one, owner, warehouse, sku, cut) if involved else None
+        row = await self.db.run(self._stock_one, owner, warehouse, sku, cut) if involved else None
         if row is None:
             raise not_found("no such stock key")
         out = _as_dict(row)
         out["freshness"] = self.freshness(marks, involved)
         return out
+
+    def _stock_one(
+        self, client: Client, owner: str, warehouse: str, sku: str, cut: dict[str, int]
+    ) -> StockRow | None:
+        return queries.stock_one(client, owner, warehouse, sku, cut, point=self._point)
 
     async def stock_list(self, who: Principal, p: StockListParams) -> dict[str, Any]:
         owner = p.owner

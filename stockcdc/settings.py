@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     # /v1/freshness states: live when lag <= this; catching_up when behind but the
     # projector wrote a watermark within this time; stale otherwise.
     api_live_lag_ms: int = 5_000
-    # Watermarks are re-read at most this often for `freshness` and `max_staleness_ms`
-    # (`min_as_of` waits always re-read them).
+    # Watermarks for `freshness` and `max_staleness_ms` are re-read this often in the
+    # background, off the requests' path (0: every request reads them; `min_as_of` waits
+    # always re-read them).
     api_watermark_cache_ms: int = 100
     # ClickHouse clients the API queries through (each client serializes its own calls).
     # chDB uses at most one per core: point reads scale with cores (57 → 103 req/s with
