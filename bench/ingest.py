@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import tempfile
 import time
@@ -58,13 +59,16 @@ def build_backlog(pipeline: IsolatedPipeline, size: str, ops: int) -> dict[str, 
     pipeline.start_capture()
     if ops:
         run_workload(s, pipeline.regions, workers=3, count=ops, seed=4)
-    # Debezium is done when only heartbeats (one a second per region) still arrive.
+    # Debezium is done when only its idle records still arrive: per heartbeat interval
+    # and region, its heartbeat and the WAL mark the heartbeat writes.
+    poll_s = 2.0
+    idle = 2 * math.ceil(poll_s * 1000 / s.heartbeat_interval_ms) + 2  # + jitter
     last, still = _end_offsets(s), 0
     while still < 3:
-        time.sleep(2)
+        time.sleep(poll_s)
         now = _end_offsets(s)
         grown = sum(now[t] - last[t] for t in now)
-        still = still + 1 if grown <= 3 * len(now) else 0
+        still = still + 1 if grown <= idle * len(now) else 0
         last = now
     return last
 
