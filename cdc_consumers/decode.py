@@ -294,9 +294,7 @@ def _data_event(region: str, v: dict[str, Any], where: str) -> RowChange | Trunc
     snapshot = _SNAPSHOTS.get(src.get("snapshot") or "false")
     if snapshot is None:
         raise DecodeError("unexpected_shape", f"{where}: snapshot {src.get('snapshot')!r}")
-    lsn = src["lsn"]
-    if type(lsn) is not int:
-        raise DecodeError("missing_lsn", f"{where}: source.lsn {lsn!r}")
+    lsn = _source_lsn(src, where)
     if op is Op.DELETE:
         # REPLICA IDENTITY DEFAULT: `before` holds the key; its other fields are fillers.
         before = v["before"]
@@ -393,6 +391,13 @@ def _tx_event(region: str, v: dict[str, Any], where: str) -> TxBegin | TxEnd:
     raise DecodeError("unexpected_shape", f"{where}: transaction status {status!r}")
 
 
+def _source_lsn(src: dict[str, Any], where: str) -> int:
+    lsn = src["lsn"]
+    if type(lsn) is not int:
+        raise DecodeError("missing_lsn", f"{where}: source.lsn {lsn!r}")
+    return lsn
+
+
 def _wal_mark(region: str, v: dict[str, Any], where: str) -> WalMark:
     """The heartbeat action's logical-decoding message; any other message is unexpected
     (the connector captures only this prefix), so it is dead-lettered, not ignored."""
@@ -400,9 +405,7 @@ def _wal_mark(region: str, v: dict[str, Any], where: str) -> WalMark:
     _check_region(region, src["name"], where)
     if msg["prefix"] != WAL_MARK_PREFIX:
         raise DecodeError("unexpected_message", f"{where}: message prefix {msg['prefix']!r}")
-    lsn = src["lsn"]
-    if type(lsn) is not int:
-        raise DecodeError("missing_lsn", f"{where}: source.lsn {lsn!r}")
+    lsn = _source_lsn(src, where)
     try:
         ts_ms = int(base64.b64decode(msg["content"], validate=True).decode("ascii"))
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
