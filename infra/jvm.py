@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -225,6 +226,16 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A Kafka cluster id: a random UUID in URL-safe base64, as `kafka-storage random-uuid`
+    makes it. Like Kafka's own Uuid.randomUuid, never one starting with '-': a command
+    line would read it as an option (one in 64 ids did, and the broker never formatted)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def kafka_service(settings: Settings) -> JavaService:
     return JavaService(settings, "kafka", "kafka.Kafka", settings.kafka_heap, settings.kafka_port)
 
@@ -273,7 +284,7 @@ log.retention.bytes=-1
 """)
     if not (data / "meta.properties").exists():
         kafka_lib, _ = ensure_jars(settings)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [
                 java_bin(settings),
@@ -281,8 +292,7 @@ log.retention.bytes=-1
                 f"{kafka_lib}/*",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
             ],
