@@ -76,12 +76,16 @@ _bearer = HTTPBearer(
 )
 
 
-def get_service(request: Request) -> QueryService:
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in the thread pool,
+# two extra thread hops per request for a dict lookup and a hash.
+
+
+async def get_service(request: Request) -> QueryService:
     service: QueryService = request.app.state.service
     return service
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
