@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
 from read_model.ddl import STOCK_FIGURES
@@ -348,10 +349,9 @@ def _served(where: str, tail: str) -> str:
 _SERVED_ONE = _served(
     "owner = {owner:String} AND sku = {sku:String} AND warehouse = {warehouse:String}", ""
 )
-#: `stock_point` (migration 010): the newest version of one key, by its RocksDB key.
+#: `stock_point` (migration 011): the newest version of one key, by its RocksDB key.
 _POINT_ONE = (
-    f"SELECT owner, warehouse, sku, {', '.join(STOCK_FIGURES)}, region, _commit_lsn,"
-    " _is_deleted FROM stock_point WHERE owner = {owner:String}"
+    "SELECT _commit_lsn, doc FROM stock_point WHERE owner = {owner:String}"
     " AND warehouse = {warehouse:String} AND sku = {sku:String}"
 )
 _SERVED_PAGE = _served(
@@ -683,11 +683,24 @@ def stock_one(
     if point:
         found = _query(client, _POINT_ONE, params, "stock point read")
         if found:
-            *figures, region, commit_lsn, deleted = found[0]
-            if commit_lsn <= cut.get(region, 0):
-                return None if deleted else StockRow(*(_utc(v) for v in figures))
+            commit_lsn, doc = found[0]
+            version = orjson.loads(doc)
+            if commit_lsn <= cut.get(version["region"], 0):
+                if version["_is_deleted"]:
+                    return None
+                return _point_row(owner, warehouse, sku, version)
     rows = _rows(client, StockRow, _SERVED_ONE, {**params, **_cuts(cut)})
     return rows[0] if rows else None
+
+
+def _point_row(owner: str, warehouse: str, sku: str, doc: dict[str, Any]) -> StockRow:
+    """A `stock_point` document as the row `stock_current` gives (JSON has no dates)."""
+    figures = {f: doc[f] for f in STOCK_FIGURES}
+    if (expiry := figures["earliest_expiry"]) is not None:
+        figures["earliest_expiry"] = date.fromisoformat(expiry)
+    if (moved := figures["last_movement_at"]) is not None:
+        figures["last_movement_at"] = datetime.fromisoformat(moved).replace(tzinfo=UTC)
+    return StockRow(owner, warehouse, sku, **figures)
 
 
 def stock_page(

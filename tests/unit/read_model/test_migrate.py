@@ -43,6 +43,6 @@ def test_cluster_rendering() -> None:
                 assert "ENGINE = Replicated" in stmt
                 assert "ENGINE = ReplicatedReplicated" not in stmt
             elif "ENGINE" in stmt:
-                # the one node-local table, which readers skip on a cluster (010)
+                # the one node-local table, which readers skip on a cluster (010, 011)
                 assert "stock_point" in stmt
                 assert "ENGINE = EmbeddedRocksDB" in stmt
