@@ -27,18 +27,15 @@ log = structlog.get_logger(__name__)
 
 
 def serve(settings: Settings, with_projector: bool = True) -> None:
-    """Run until interrupted. In embedded mode one chDB client is shared by the projector
-    and the API (its calls are serialised by the client's own lock)."""
+    """Run until interrupted. The projector and the API have clients of their own (in
+    embedded mode, connections to this process's one chDB engine): each client runs one
+    query at a time, so reads never queue behind a projector batch or each other."""
     embedded = settings.clickhouse_dsn.startswith("chdb://")
     if embedded and not with_projector:
         log.warning("serve.no_projector.embedded", detail="nothing will update this read model")
     with ExitStack() as stack:
-        shared = make_client(settings) if embedded or with_projector else None
-        if shared is not None:
-            stack.callback(shared.close)
-        pool = ReadModel([shared]) if embedded and shared is not None else ReadModel.open(settings)
-        if not embedded:
-            stack.callback(pool.close)
+        pool = ReadModel.open(settings)
+        stack.callback(pool.close)
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings, pool),
@@ -48,11 +45,13 @@ def serve(settings: Settings, with_projector: bool = True) -> None:
                 access_log=False,
             )
         )
-        if with_projector and shared is not None:
-            migrate(shared, settings.clickhouse_cluster)
-            projector = Projector(settings, ProjectionWriter(shared))
+        if with_projector:
+            writer = make_client(settings)
+            stack.callback(writer.close)
+            migrate(writer, settings.clickhouse_cluster)
+            projector = Projector(settings, ProjectionWriter(writer))
             thread = stack.enter_context(running(projector))
-            stack.enter_context(reconciling(settings, shared))
+            stack.enter_context(reconciling(settings, writer))
             threading.Thread(
                 target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True
             ).start()
