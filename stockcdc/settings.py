@@ -170,9 +170,9 @@ class Settings(BaseSettings):
     # background, off the requests' path (0: every request reads them; `min_as_of` waits
     # always re-read them).
     api_watermark_cache_ms: int = 100
-    # ClickHouse clients the API queries through (each client serializes its own calls).
-    # chDB uses at most one per core: point reads scale with cores (57 → 103 req/s with
-    # two on 2 cores, bench/), more only queue inside the engine.
+    # ClickHouse clients the API queries through (each client serializes its own calls;
+    # the projector has its own). chDB uses at most one per core: point reads scale with
+    # cores (254 → 570 reads/s with two on 2 cores), more only queue inside the engine.
     api_clickhouse_pool: int = 4
 
     # BI SQL (`POST /v1/sql`, read_model/bi.py): limits the engine enforces on every BI
