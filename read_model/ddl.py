@@ -423,12 +423,12 @@ def render_serving_tables() -> str:
 
 #: What a `stock_point` document holds besides the figures: the version's region (for the
 #: reader's cut) and whether the key is deleted.
-POINT_DOC_META: tuple[tuple[str, str], ...] = (("region", "String"), ("_is_deleted", "UInt8"))
+_POINT_DOC_META: tuple[tuple[str, str], ...] = (("region", "String"), ("_is_deleted", "UInt8"))
 
 
 def _point_doc(prefix: str) -> str:
     """The JSON object of a `stock_current` row's figures, as `stock_point` stores it."""
-    fields = (*POINT_DOC_META, *_FIGURE_TYPES)
+    fields = (*_POINT_DOC_META, *_FIGURE_TYPES)
     values = ", ".join(f"{prefix}{n}" for n, _ in fields)
     names = ", ".join(f"{n} {t}" for n, t in fields).replace("'", "\\'")
     return f"toJSONString(CAST(({values}), 'Tuple({names})'))"

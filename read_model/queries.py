@@ -699,7 +699,7 @@ def _point_row(owner: str, warehouse: str, sku: str, doc: dict[str, Any]) -> Sto
     if (expiry := figures["earliest_expiry"]) is not None:
         figures["earliest_expiry"] = date.fromisoformat(expiry)
     if (moved := figures["last_movement_at"]) is not None:
-        figures["last_movement_at"] = datetime.fromisoformat(moved).replace(tzinfo=UTC)
+        figures["last_movement_at"] = _utc(datetime.fromisoformat(moved))
     return StockRow(owner, warehouse, sku, **figures)
 
 
