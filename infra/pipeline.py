@@ -10,6 +10,7 @@ import psycopg
 from kafka import KafkaAdminClient
 from psycopg import sql
 
+from cdc_consumers.topics import ensure_topics
 from infra.connect import ConnectClient, register_connectors
 from infra.postgres import ensure_publication, grant_roles, load_wms_schema
 from stockcdc.settings import Settings
@@ -44,6 +45,9 @@ class IsolatedPipeline:
                 ensure_publication(c)
 
     def start_capture(self) -> None:
+        """Create the topics, then register the connectors. Debezium would create a
+        topic only with its first record, so offsets read right after would miss it."""
+        ensure_topics(self.settings)
         register_connectors(self.settings)
 
     def close(self) -> None:
