@@ -13,6 +13,12 @@ from infra.postgres import PUBLICATION
 from schemas.events import WAL_MARK_PREFIX
 from stockcdc.settings import WMS_TABLES, Region, Settings
 
+#: The WAL mark's content: the WMS clock in epoch ms, rounded down. A mark must never
+#: claim a time its clock had not reached: numeric → bigint rounds to nearest, so a
+#: mark could be up to 0.5 ms ahead, and a `min_as_of` read could be answered without
+#: a commit that returned within that half millisecond.
+WAL_MARK_CLOCK_SQL = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text"
+
 
 def connector_config(settings: Settings, region: Region) -> dict[str, str]:
     """Debezium PostgreSQL connector config of one region.
@@ -55,8 +61,7 @@ def connector_config(settings: Settings, region: Region) -> dict[str, str]:
         # sent a commit). It also moves the slot on when other databases write the WAL.
         "heartbeat.interval.ms": str(settings.heartbeat_interval_ms),
         "heartbeat.action.query": (
-            f"SELECT pg_logical_emit_message(false, '{WAL_MARK_PREFIX}',"
-            " (extract(epoch FROM clock_timestamp()) * 1000)::bigint::text)"
+            f"SELECT pg_logical_emit_message(false, '{WAL_MARK_PREFIX}', {WAL_MARK_CLOCK_SQL})"
         ),
         "message.prefix.include.list": re.escape(WAL_MARK_PREFIX),
         "max.batch.size": str(settings.debezium_max_batch_size),
