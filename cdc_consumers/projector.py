@@ -51,6 +51,10 @@ from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+#: How long a stopping projector waits for the group to take its leave; offsets are
+#: committed before, so cutting this short loses nothing.
+CLOSE_TIMEOUT_MS = 5_000
+
 
 class ProjectorError(ConsumerError):
     """The projector cannot start or go on (its topics are missing, say)."""
@@ -290,7 +294,9 @@ class Projector:
             self._joined = None
             self._closing.set()
             writer.close()
-            consumer.close(autocommit=False)
+            # Bounded: the broker answers LeaveGroup only after a pending rejoin, which
+            # waits out dead members' sessions (45 s); the group forgets us anyway then.
+            consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
             deadletter.producer.close()
             log.info("projector.stop")
 

@@ -23,12 +23,14 @@ from stockcdc.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-def build_projector(settings: Settings, client: Client | None = None) -> Projector:
+def build_projector(
+    settings: Settings, client: Client | None = None, stop: threading.Event | None = None
+) -> Projector:
     """A projector writing to `client` (default: a new one on `settings.clickhouse_dsn`),
-    its schema migrated first."""
+    its schema migrated first; it runs until `stop` is set."""
     client = client or make_client(settings)
     migrate(client, settings.clickhouse_cluster)
-    return Projector(settings, ProjectionWriter(client))
+    return Projector(settings, ProjectionWriter(client), stop=stop or threading.Event())
 
 
 @contextmanager
@@ -98,14 +100,18 @@ def running(projector: Projector) -> Iterator[threading.Thread]:
             thread.join(timeout=60)
 
 
-def stop_on_signals(projector: Projector) -> None:
-    """SIGINT / SIGTERM stop the projector after its current batch (then it commits)."""
+def stop_on_signals() -> threading.Event:
+    """An event SIGINT / SIGTERM set: the projector given it stops after its current
+    batch (then it commits). Installed before start-up (chDB, migrations), so a stop
+    that comes early is as clean as a late one."""
+    stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        projector.stop.set()
+        stop.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return stop
 
 
 @dataclass(frozen=True)

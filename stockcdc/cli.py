@@ -164,6 +164,7 @@ def project(
     ),
 ) -> None:
     """Run the projector: regions' CDC topics → ClickHouse, until Ctrl-C (then it commits)."""
+    import structlog
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cdc_consumers.service import (
@@ -175,14 +176,15 @@ def project(
     )
     from read_model.client import make_client
 
+    stop = stop_on_signals()
     settings = get_settings()
+    structlog.get_logger(__name__).info("projector.starting", group=settings.consumer_group)
     if settings.projector_metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.projector_metrics_port, addr=settings.api_host)
     client = make_client(settings)
-    projector = build_projector(settings, client)
-    stop_on_signals(projector)
+    projector = build_projector(settings, client, stop)
     with running(projector) as thread, reconciling(settings, client):
         if not show_progress:
             thread.join()
