@@ -107,7 +107,10 @@ def test_a_multi_row_wms_transaction_arrives_whole_and_offsets_stop_at_its_end(
         assert committed is not None
         probe.assign([tp])
         probe.seek(tp, committed - 1)
-        last = next(iter(probe.poll(timeout_ms=5000).get(tp, [])))
+        deadline = time.monotonic() + 30  # a fresh consumer's first polls may be empty
+        while not (fetched := probe.poll(timeout_ms=1000).get(tp, [])):
+            assert time.monotonic() < deadline, f"nothing fetched at offset {committed - 1}"
+        last = fetched[0]
         event = decode(region.name, last.topic, last.partition, last.offset, last.key, last.value)
         # a transaction's END, or a record between transactions: Debezium's heartbeat or
         # the heartbeat action's WAL mark (a non-transactional logical message)
