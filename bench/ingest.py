@@ -39,6 +39,8 @@ GOAL = {"events_per_s": 25_000, "ratio": 0.6}
 #: No offset committed for this long fails the run (seen once on the loaded box: the
 #: group stuck in a rebalance that kafka-python never completed, every commit refused).
 STALL_S = 120.0
+#: Debezium has written the whole backlog well within this at the full profile's size.
+BACKLOG_TIMEOUT_S = 3600.0
 
 
 def _end_offsets(settings: Settings) -> dict[str, int]:
@@ -60,16 +62,19 @@ def build_backlog(pipeline: IsolatedPipeline, size: str, ops: int) -> dict[str, 
     if ops:
         run_workload(s, pipeline.regions, workers=3, count=ops, seed=4)
     # Debezium is done when only its idle records still arrive: per heartbeat interval
-    # and region, its heartbeat and the WAL mark the heartbeat writes.
-    poll_s = 2.0
-    idle = 2 * math.ceil(poll_s * 1000 / s.heartbeat_interval_ms) + 2  # + jitter
-    last, still = _end_offsets(s), 0
+    # and region, its heartbeat and the WAL mark the heartbeat writes. The allowance
+    # follows the time really passed between two readings (a loaded box stretches it).
+    deadline = time.monotonic() + BACKLOG_TIMEOUT_S
+    last, at, still = _end_offsets(s), time.monotonic(), 0
     while still < 3:
-        time.sleep(poll_s)
-        now = _end_offsets(s)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Debezium still writing after {BACKLOG_TIMEOUT_S:.0f} s")
+        time.sleep(2.0)
+        now, now_at = _end_offsets(s), time.monotonic()
+        idle = 2 * math.ceil((now_at - at) * 1000 / s.heartbeat_interval_ms) + 2  # + jitter
         grown = sum(now[t] - last[t] for t in now)
         still = still + 1 if grown <= idle * len(now) else 0
-        last = now
+        last, at = now, now_at
     return last
 
 
