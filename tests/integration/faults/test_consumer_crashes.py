@@ -164,7 +164,5 @@ def test_a_sigterm_during_start_up_stops_it_cleanly(process: ProjectorProcess) -
     """Stopped while it opens ClickHouse and migrates (`systemctl stop` right after a
     start, say): the projector exits 0, having started nothing it must undo."""
     process.start()
-    started = time.monotonic()
-    process.stop()
-    assert time.monotonic() - started < 60
+    process.stop()  # asserts exit code 0
     assert "projector.stop" in process.log()
