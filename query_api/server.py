@@ -14,13 +14,10 @@ from contextlib import ExitStack
 import structlog
 import uvicorn
 
-from cdc_consumers.projector import Projector
-from cdc_consumers.service import reconciling, running
+from cdc_consumers.service import build_projector, reconciling, running
 from query_api.app import create_app
 from query_api.service import ReadModel
 from read_model.client import make_client
-from read_model.migrate import migrate
-from read_model.writer import ProjectionWriter
 from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -48,9 +45,7 @@ def serve(settings: Settings, with_projector: bool = True) -> None:
         if with_projector:
             writer = make_client(settings)
             stack.callback(writer.close)
-            migrate(writer, settings.clickhouse_cluster)
-            projector = Projector(settings, ProjectionWriter(writer))
-            thread = stack.enter_context(running(projector))
+            thread = stack.enter_context(running(build_projector(settings, writer)))
             stack.enter_context(reconciling(settings, writer))
             threading.Thread(
                 target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True
