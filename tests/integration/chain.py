@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,6 +27,15 @@ from simulator.seed import parse_size, seed_region
 from stockcdc.settings import Settings
 
 CATCH_UP_TIMEOUT_S = 180
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float = 60, what: str = "timed out") -> None:
+    """Poll `cond` until true; fail with `what` after `timeout_s` (things the chain does
+    arrive with its next batch, so tests wait for them rather than look once)."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from cdc_consumers.decode import decode
 from cdc_consumers.projector import Projector
 from schemas.events import Heartbeat, RowChange, Transaction, TxEnd, WalMark, Watermark
 from stockcdc.settings import Settings
+from tests.integration.chain import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +58,6 @@ def owner_code(change: object) -> object:
     if isinstance(change, RowChange) and change.table == "owner":
         return (change.as_dict() or {}).get("code")
     return None
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_multi_row_wms_transaction_arrives_whole_and_offsets_stop_at_its_end(
