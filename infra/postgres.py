@@ -3,7 +3,8 @@
 Each cluster gets `wal_level=logical`, a bounded slot WAL retention, the WMS schema
 (schemas/wms/schema.sql, loaded as the admin role), a filtered publication of the WMS
 tables for Debezium, and two roles: a CDC role (REPLICATION + SELECT, nothing else) and a
-workload role for the simulator (DML only). Everything is idempotent.
+workload role for the simulator (DML only). Only the CDC role may write logical-decoding
+messages (its heartbeat WAL marks). Everything is idempotent.
 """
 
 from __future__ import annotations
@@ -244,7 +245,12 @@ def load_wms_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 def grant_roles(
     conn: psycopg.Connection[tuple[object, ...]], s: Settings, dbname: str | None = None
 ) -> None:
-    """CDC role: read and replicate only. Workload role: DML on the WMS tables."""
+    """CDC role: read and replicate only. Workload role: DML on the WMS tables.
+
+    Logical-decoding messages are the CDC role's alone: PostgreSQL lets PUBLIC call
+    pg_logical_emit_message, and a message with the heartbeat prefix is a WAL mark that
+    consumers trust as the region's clock. Function grants live in each database's
+    catalog, so this runs per database like the rest."""
     cdc, app = sql.Identifier(s.pg_cdc_user), sql.Identifier(s.pg_app_user)
     db = sql.Identifier(dbname or s.pg_database)
     for stmt in (
@@ -259,6 +265,10 @@ def grant_roles(
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
         "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, text) FROM PUBLIC",
+        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, bytea) FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, text) TO {cdc}",
+        "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, bytea) TO {cdc}",
     ):
         conn.execute(sql.SQL(stmt).format(db=db, cdc=cdc, app=app))
 
