@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from infra.errors import InfraError
+from infra.jvm import tail
 from schemas import WMS_SCHEMA_SQL
 from stockcdc.settings import WMS_TABLES, Region, Settings
 
@@ -94,10 +95,9 @@ class Cluster:
         if (self.data_dir / "PG_VERSION").exists():
             return
         bin_dir = ensure_server_binaries()
-        for d in (self.data_dir.parent, self.log_file.parent):
-            d.mkdir(parents=True, exist_ok=True)
-            self._chown_for_server(d)
-            d.chmod(0o755)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._chown_for_server(self.data_dir.parent)
+        self.data_dir.parent.chmod(0o755)
         with tempfile.NamedTemporaryFile("w", delete=False, prefix="pwfile") as pwfile:
             pwfile.write(self.settings.pg_admin_password.get_secret_value())
         pw_path = Path(pwfile.name)
@@ -161,33 +161,36 @@ log_min_messages = warning
             return
         self.init()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.log_file.exists():
-            self.log_file.touch()
-        self._chown_for_server(self.log_file)
-        result = subprocess.run(
-            self._as_server_user(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.log_file),
-                    # The port follows the settings, whatever initdb's config says.
-                    "-o",
-                    f"-p {self.region.pg_port}",
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-        )
+        # This process opens the log and pg_ctl hands it to the postmaster as its stdout
+        # and stderr (no `-l`, which the server user would open): as root the server user
+        # may be unable to reach the state dir (a checkout under /root), and the log still
+        # belongs in <state>/logs. A file, not a pipe: the postmaster keeps the descriptor
+        # for its whole life, so reading a pipe to its end would wait for the server to stop.
+        with self.log_file.open("ab") as log:
+            result = subprocess.run(
+                self._as_server_user(
+                    [
+                        str(PG_BIN / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        # The port follows the settings, whatever initdb's config says.
+                        "-o",
+                        f"-p {self.region.pg_port}",
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if result.returncode != 0:
             raise InfraError(
                 f"PostgreSQL {self.region.name} did not start (see {self.log_file}):\n"
-                f"{result.stdout}{result.stderr}"
+                + tail(self.log_file)
             )
 
     def stop(self) -> None:
