@@ -4,7 +4,9 @@ Each cluster gets `wal_level=logical`, a bounded slot WAL retention, the WMS sch
 (schemas/wms/schema.sql, loaded as the admin role), a filtered publication of the WMS
 tables for Debezium, and two roles: a CDC role (REPLICATION + SELECT, nothing else) and a
 workload role for the simulator (DML only). Only the CDC role may write logical-decoding
-messages (its heartbeat WAL marks). Everything is idempotent.
+messages (its heartbeat WAL marks), and pg_hba admits no physical replication: the CDC
+role's logical replication connections match `all` like any other. Everything is
+idempotent.
 """
 
 from __future__ import annotations
@@ -149,10 +151,16 @@ log_min_messages = warning
 """
         with (self.data_dir / "postgresql.conf").open("a") as f:
             f.write(conf)
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf, rewritten at every start so a cluster made by an older version
+        loses the lines it should no longer have (the server reads it at start)."""
+        s = self.settings
         hba = (
-            "# stockcdc: TCP on loopback only, passwords always\n"
+            "# stockcdc: TCP on loopback only, passwords always. No `replication` line:\n"
+            "# logical replication connections (Debezium's) match `all` like any other,\n"
+            "# physical replication (pg_basebackup, standbys) is refused to every role.\n"
             f"host all all {s.pg_host}/32 scram-sha-256\n"
-            f"host replication {s.pg_cdc_user} {s.pg_host}/32 scram-sha-256\n"
         )
         (self.data_dir / "pg_hba.conf").write_text(hba)
 
@@ -160,6 +168,7 @@ log_min_messages = warning
         if self.pid() is not None:
             return
         self.init()
+        self._write_hba()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # This process opens the log and pg_ctl hands it to the postmaster as its stdout
         # and stderr (no `-l`, which the server user would open): as root the server user

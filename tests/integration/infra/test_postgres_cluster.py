@@ -1,19 +1,21 @@
 """A regional cluster of the tests' own (own state dir, port and region, never the dev
-clusters): where its log goes and how a failed start reads."""
+clusters): where its log goes, how a failed start reads, and what its pg_hba admits."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from infra.errors import InfraError
-from infra.postgres import Cluster, remove_cluster_dirs
+from infra.postgres import PG_BIN, Cluster, remove_cluster_dirs
 from stockcdc.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -101,3 +103,60 @@ def test_a_start_that_fails_says_why_from_the_log(own: OwnClusters) -> None:
     assert str(spare.log_file) in message
     assert "could not bind" in message
     assert "Address already in use" in message
+
+
+def _basebackup(
+    settings: Settings, cluster: Cluster, target: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(PG_BIN / "pg_basebackup"),
+            f"--host={settings.pg_host}",
+            f"--port={cluster.region.pg_port}",
+            f"--username={settings.pg_cdc_user}",
+            f"--pgdata={target}",
+            "--no-password",
+            "--checkpoint=fast",
+        ],
+        env={**os.environ, "PGPASSWORD": settings.pg_cdc_password.get_secret_value()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _assert_no_physical_but_logical_replication(
+    settings: Settings, cluster: Cluster, target: Path
+) -> None:
+    backup = _basebackup(settings, cluster, target)
+    assert backup.returncode != 0, "pg_basebackup copied the whole cluster as the CDC role"
+    assert "no pg_hba.conf entry for replication connection" in backup.stderr, backup.stderr
+    # Debezium's kind of connection: logical replication on the WMS database.
+    dsn = settings.pg_dsn(cluster.region, "cdc") + " replication=database"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        system = conn.execute("IDENTIFY_SYSTEM").fetchone()
+        assert system is not None
+        assert system[3] == settings.pg_database
+        slot = conn.execute("CREATE_REPLICATION_SLOT t_probe TEMPORARY LOGICAL pgoutput").fetchone()
+        assert slot is not None
+        assert slot[0] == "t_probe"
+
+
+def test_the_cdc_role_replicates_logically_but_cannot_copy_the_cluster(
+    own: OwnClusters, tmp_path: Path
+) -> None:
+    _assert_no_physical_but_logical_replication(own.settings, own.cluster, tmp_path / "copy")
+
+
+def test_a_start_drops_the_physical_replication_line_of_an_older_cluster(
+    own: OwnClusters, tmp_path: Path
+) -> None:
+    """Clusters made before carry `host replication <cdc>`; the next start removes it."""
+    settings, cluster = own.settings, own.cluster
+    cluster.stop()
+    hba = cluster.data_dir / "pg_hba.conf"
+    with hba.open("a") as f:
+        f.write(f"host replication {settings.pg_cdc_user} {settings.pg_host}/32 scram-sha-256\n")
+    cluster.start()
+    _assert_no_physical_but_logical_replication(settings, cluster, tmp_path / "copy")
