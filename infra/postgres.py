@@ -3,7 +3,10 @@
 Each cluster gets `wal_level=logical`, a bounded slot WAL retention, the WMS schema
 (schemas/wms/schema.sql, loaded as the admin role), a filtered publication of the WMS
 tables for Debezium, and two roles: a CDC role (REPLICATION + SELECT, nothing else) and a
-workload role for the simulator (DML only). Everything is idempotent.
+workload role for the simulator (DML only). Only the CDC role may write logical-decoding
+messages (its heartbeat WAL marks), and pg_hba admits no physical replication: the CDC
+role's logical replication connections match `all` like any other. Everything is
+idempotent.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from infra.errors import InfraError
+from infra.jvm import tail
 from schemas import WMS_SCHEMA_SQL
 from stockcdc.settings import WMS_TABLES, Region, Settings
 
@@ -93,10 +97,9 @@ class Cluster:
         if (self.data_dir / "PG_VERSION").exists():
             return
         bin_dir = ensure_server_binaries()
-        for d in (self.data_dir.parent, self.log_file.parent):
-            d.mkdir(parents=True, exist_ok=True)
-            self._chown_for_server(d)
-            d.chmod(0o755)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._chown_for_server(self.data_dir.parent)
+        self.data_dir.parent.chmod(0o755)
         with tempfile.NamedTemporaryFile("w", delete=False, prefix="pwfile") as pwfile:
             pwfile.write(self.settings.pg_admin_password.get_secret_value())
         pw_path = Path(pwfile.name)
@@ -148,10 +151,16 @@ log_min_messages = warning
 """
         with (self.data_dir / "postgresql.conf").open("a") as f:
             f.write(conf)
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf, rewritten at every start so a cluster made by an older version
+        loses the lines it should no longer have (the server reads it at start)."""
+        s = self.settings
         hba = (
-            "# stockcdc: TCP on loopback only, passwords always\n"
+            "# stockcdc: TCP on loopback only, passwords always. No `replication` line:\n"
+            "# logical replication connections (Debezium's) match `all` like any other,\n"
+            "# physical replication (pg_basebackup, standbys) is refused to every role.\n"
             f"host all all {s.pg_host}/32 scram-sha-256\n"
-            f"host replication {s.pg_cdc_user} {s.pg_host}/32 scram-sha-256\n"
         )
         (self.data_dir / "pg_hba.conf").write_text(hba)
 
@@ -159,34 +168,38 @@ log_min_messages = warning
         if self.pid() is not None:
             return
         self.init()
+        self._write_hba()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        if not self.log_file.exists():
-            self.log_file.touch()
-        self._chown_for_server(self.log_file)
-        result = subprocess.run(
-            self._as_server_user(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.data_dir),
-                    "-l",
-                    str(self.log_file),
-                    # The port follows the settings, whatever initdb's config says.
-                    "-o",
-                    f"-p {self.region.pg_port}",
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-        )
+        # This process opens the log and pg_ctl hands it to the postmaster as its stdout
+        # and stderr (no `-l`, which the server user would open): as root the server user
+        # may be unable to reach the state dir (a checkout under /root), and the log still
+        # belongs in <state>/logs. A file, not a pipe: the postmaster keeps the descriptor
+        # for its whole life, so reading a pipe to its end would wait for the server to stop.
+        with self.log_file.open("ab") as log:
+            result = subprocess.run(
+                self._as_server_user(
+                    [
+                        str(PG_BIN / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        # The port follows the settings, whatever initdb's config says.
+                        "-o",
+                        f"-p {self.region.pg_port}",
+                        "-w",
+                        "-t",
+                        "60",
+                        "start",
+                    ]
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if result.returncode != 0:
             raise InfraError(
                 f"PostgreSQL {self.region.name} did not start (see {self.log_file}):\n"
-                f"{result.stdout}{result.stderr}"
+                + tail(self.log_file)
             )
 
     def stop(self) -> None:
@@ -244,7 +257,12 @@ def load_wms_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 def grant_roles(
     conn: psycopg.Connection[tuple[object, ...]], s: Settings, dbname: str | None = None
 ) -> None:
-    """CDC role: read and replicate only. Workload role: DML on the WMS tables."""
+    """CDC role: read and replicate only. Workload role: DML on the WMS tables.
+
+    Logical-decoding messages are the CDC role's alone: PostgreSQL lets PUBLIC call
+    pg_logical_emit_message, and a message with the heartbeat prefix is a WAL mark that
+    consumers trust as the region's clock. Function grants live in each database's
+    catalog, so this runs per database like the rest."""
     cdc, app = sql.Identifier(s.pg_cdc_user), sql.Identifier(s.pg_app_user)
     db = sql.Identifier(dbname or s.pg_database)
     for stmt in (
@@ -259,6 +277,10 @@ def grant_roles(
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
         "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, text) FROM PUBLIC",
+        "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, bytea) FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, text) TO {cdc}",
+        "GRANT EXECUTE ON FUNCTION pg_logical_emit_message(bool, text, bytea) TO {cdc}",
     ):
         conn.execute(sql.SQL(stmt).format(db=db, cdc=cdc, app=app))
 
