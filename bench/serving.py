@@ -98,10 +98,8 @@ def _measure(path: Path, rows: int, levels: list[int], batches: int, out: Any) -
         exact, newest, equal = [], [], True
         for skus in picks:
             params: dict[str, Any] = {"region": region, "wm": cut, "skus": sorted(skus)}
-            params["keys"] = sorted(
-                (int(o), int(s))
-                for s, o in client.query(serving._OWNERS_OF_SKUS, parameters=params).result_rows
-            )
+            named = client.query(serving._NAMES_OF_SKUS, parameters=params).result_rows
+            params.update(serving._bound([serving._Names.of(r) for r in named]))
             exact.append(_time(client, serving._FIGURES_SOME, params, 3))
             newest.append(_time(client, serving._FIGURES_NEWEST, params, 3))
             a, b = (

@@ -59,12 +59,21 @@ def every(interval_s: float, job: Callable[[], object], name: str) -> Iterator[N
 
 
 @contextmanager
-def reconciling(settings: Settings, client: Client) -> Iterator[None]:
-    """The scheduled reconciliation of this process (`settings.reconcile_interval_s`)."""
+def reconciling(settings: Settings) -> Iterator[None]:
+    """The scheduled reconciliation of this process (`settings.reconcile_interval_s`), on
+    a client of its own, closed on exit: a client runs one query at a time (a server
+    refuses a second one in the same HTTP session) and the projector's is busy writing."""
     from read_model.reconcile import reconcile
 
-    with every(settings.reconcile_interval_s, lambda: reconcile(settings, client), "reconcile"):
+    if settings.reconcile_interval_s <= 0:
         yield
+        return
+    client = make_client(settings)
+    try:
+        with every(settings.reconcile_interval_s, lambda: reconcile(settings, client), "reconcile"):
+            yield
+    finally:
+        client.close()
 
 
 #: Allocations between young-generation collections while a projector runs (Python's

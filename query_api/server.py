@@ -46,7 +46,7 @@ def serve(settings: Settings, with_projector: bool = True) -> None:
             writer = make_client(settings)
             stack.callback(writer.close)
             thread = stack.enter_context(running(build_projector(settings, writer)))
-            stack.enter_context(reconciling(settings, writer))
+            stack.enter_context(reconciling(settings))
             threading.Thread(
                 target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True
             ).start()

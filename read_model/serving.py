@@ -6,7 +6,8 @@ the ledger (bench/: single-SKU reads on 10M balance rows).
 After a batch's rows are in and before its watermark, the writer recomputes the figures
 of the SKUs the batch touched, as of the batch's last commit LSN, from the `wms_*` tables
 (the same SQL as the BI relations and the oracle's definitions), and writes a version of
-every key whose figures changed, and a delete version of every key that vanished. The
+every key whose figures changed, and a delete version of every key that vanished (also
+the key of a name a SKU lost: a key holds the SKU's owner and code, both can change). The
 version is the batch's commit LSN, so readers cut it exactly like the `wms_*` rows
 (decision 4). Recomputing is idempotent: a replayed batch finds nothing changed.
 
@@ -103,11 +104,14 @@ def _scoped(scope: str, newest: bool = False) -> Callable[[str], str]:
             ("region", "owner_id", "sku_id", "id"), f"{region} AND {scope}",
         )
     )  # fmt: skip
+    # Balance rows and SKUs are taken latest per id, whatever owner each version has: a
+    # row's versions may be under several owners (a SKU moved to another seller), all of
+    # them in `scope`, and only the latest one counts.
     tables = {
         "inventory": latest_versions(
             inventory,
             ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
-            ("region", "owner_id", "sku_id", "id"),
+            ("region", "sku_id", "id"),
             f"{region} AND {scope}",
         ),
         "location": latest_versions(
@@ -128,7 +132,7 @@ def _scoped(scope: str, newest: bool = False) -> Callable[[str], str]:
         ),
         "inventory_txn": ledger,
         "sku": latest_versions(
-            "wms_sku_by_code", ("sku_code",), ("region", "owner_id", "id"),
+            "wms_sku_by_code", ("owner_id", "sku_code"), ("region", "id"),
             f"{region} AND {scope.replace('sku_id', 'id')}",
         ),
         "owner": latest_versions("wms_owner", ("code",), keyed, region),
@@ -139,20 +143,35 @@ def _scoped(scope: str, newest: bool = False) -> Callable[[str], str]:
 
 # The by-SKU copies are sorted by (region, owner_id, sku_id, ...): a SKU set is bound with
 # its owners so the primary key narrows every read to the SKUs' ranges (a subquery here
-# would be run again by each table that needs it, and plans worse).
+# would be run again by each table that needs it, and plans worse). A SKU is bound with
+# every owner it ever had: the key's owner is the SKU's (wms/OPERATIONS.md), but its older
+# versions, and balance rows written before it moved, sit under the owners of their time.
 _SOME = "(owner_id, sku_id) IN {keys:Array(Tuple(Int64, Int64))}"
-_OWNERS_OF_SKUS = (
-    "SELECT id, any(owner_id) FROM wms_sku WHERE region = {region:String}"
-    " AND id IN {skus:Array(Int64)} GROUP BY id"
-)
 _SOME_LINES = "sku_id IN {skus:Array(Int64)}"
+#: Per SKU at the cut: every owner and every (owner, code) name it had, and its name now
+#: (the latest version; `_is_deleted` set when the SKU is gone).
+_NAMES = (
+    "SELECT id, groupUniqArray(owner_id), groupUniqArray((owner_id, sku_code)),"
+    " argMax((owner_id, sku_code, _is_deleted), (_commit_lsn, _lsn)) FROM wms_sku"
+    " WHERE region = {region:String} AND _commit_lsn <= {wm:UInt64}"
+)
+_NAMES_OF_SKUS = _NAMES + " AND id IN {skus:Array(Int64)} GROUP BY id"
 #: SKUs recomputed per query by a rebuild: bounds its memory (a region of 10M balance
 #: rows at once took GBs) without many round trips.
 REBUILD_CHUNK = 5_000
-_SKUS_OF_REGION = (
-    "SELECT id, any(owner_id) FROM wms_sku WHERE region = {region:String}"
-    " AND _commit_lsn <= {wm:UInt64} GROUP BY id ORDER BY id"
-)
+_NAMES_OF_REGION = _NAMES + " GROUP BY id ORDER BY id"
+#: Which of the (owner, code) names `{names}` a SKU has at the cut (codes are unique
+#: per owner at every commit, so at most one).
+_NAMES_HELD = (
+    "SELECT owner_id, sku_code FROM "
+    + latest_versions(
+        "wms_sku", ("owner_id", "sku_code"), ("id",),
+        "region = {region:String} AND id IN (SELECT id FROM wms_sku_by_code"
+        " WHERE region = {region:String}"
+        " AND (owner_id, sku_code) IN {names:Array(Tuple(Int64, String))})",
+    )
+    + " WHERE (owner_id, sku_code) IN {names:Array(Tuple(Int64, String))}"
+)  # fmt: skip
 
 
 def _figures_sql(scope: str, line_scope: str, newest: bool = False) -> str:
@@ -186,17 +205,16 @@ _CURRENT = (
     " AND _commit_lsn <= {{wm:UInt64}} GROUP BY region, owner, warehouse, sku)"
     f" WHERE v.{len(STOCK_FIGURES) + 1} = 0"
 )
-_CODES_OF_SKUS = (
-    "(owner, sku) IN (SELECT o.code, s.sku_code FROM "
-    + latest_versions(
-        "wms_sku", ("owner_id", "sku_code"), ("id",),
-        "region = {region:String} AND id IN {skus:Array(Int64)}",
-    )
-    + " AS s INNER JOIN "
+#: The served keys of the (owner id, code) names `{names}`, by the owners' codes at the
+#: cut (an owner's code changing rebuilds the region: no served key has an older one).
+_KEYS_OF_NAMES = (
+    "(owner, sku) IN (SELECT o.code, n.code FROM (SELECT tupleElement(name, 1) AS owner_id,"
+    " tupleElement(name, 2) AS code FROM (SELECT arrayJoin("
+    "{names:Array(Tuple(Int64, String))}) AS name)) AS n INNER JOIN "
     + latest_versions("wms_owner", ("code",), ("id",), "region = {region:String}")
-    + " AS o ON o.id = s.owner_id)"
-)  # fmt: skip
-_CURRENT_SOME = _CURRENT.format(where=_CODES_OF_SKUS + " AND region = {region:String}")
+    + " AS o ON o.id = n.owner_id)"
+)
+_CURRENT_SOME = _CURRENT.format(where=_KEYS_OF_NAMES + " AND region = {region:String}")
 _CURRENT_ALL = _CURRENT.format(where="region = {region:String}")
 
 # SKUs whose figures an inbound order or a location change can move (no copy is keyed
@@ -209,6 +227,35 @@ _SKUS_AT_LOCATIONS = (
     "SELECT DISTINCT sku_id FROM wms_inventory WHERE region = {region:String}"
     " AND location_id IN {ids:Array(Int64)} AND _commit_lsn <= {wm:UInt64}"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """A SKU's names at a cut (a row of `_NAMES`): a served key is a name's owner code
+    and code, so a SKU's key moves when its code or its owner changes."""
+
+    sku: int
+    owners: tuple[int, ...]
+    names: frozenset[tuple[int, str]]
+    now: tuple[int, str] | None  # None: the SKU is deleted
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> _Names:
+        sku, owners, names, (owner, code, deleted) = row
+        return cls(
+            int(sku),
+            tuple(int(o) for o in owners),
+            frozenset((int(o), str(c)) for o, c in names),
+            None if deleted else (int(owner), str(code)),
+        )
+
+
+def _bound(skus: Sequence[_Names]) -> dict[str, Any]:
+    """Parameters binding the figures to `skus`' ranges, under every owner they had."""
+    return {
+        "skus": [s.sku for s in skus],
+        "keys": sorted({(o, s.sku) for s in skus for o in s.owners}),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,25 +299,35 @@ class StockServing:
             self._repair_ledger(region, sorted(touched.ledger_deleted))
         if not skus:
             return Refresh(0, 0, 0)
+        named = self._rows(_NAMES_OF_SKUS, {**params, "skus": sorted(skus)})
+        if not named:  # rows of SKUs the projection never had: no key to serve
+            return Refresh(0, 0, 0)
+        names = [_Names.of(r) for r in named]
+        now = {n.now for n in names if n.now is not None}
+        # Names the SKUs had and lost (a new code or owner, a delete): their keys are
+        # compared too, so they get a delete version, unless another SKU has the name
+        # now (codes are reused), whose key is not these SKUs' to touch.
+        lost = {name for n in names for name in n.names} - now
+        if lost:
+            held = self._rows(_NAMES_HELD, {**params, "names": sorted(lost)})
+            lost -= {(int(o), str(c)) for o, c in held}
         replay = self._rows(_LATER_COMMIT, params)[0][0] > 0
         figures = _FIGURES_SOME if replay else _FIGURES_NEWEST
-        params["skus"] = sorted(skus)
-        params["keys"] = sorted((int(o), int(i)) for i, o in self._rows(_OWNERS_OF_SKUS, params))
+        params.update(_bound(names), names=sorted(now | lost))
         return self._refresh(figures, _CURRENT_SOME, params, cut)
 
     def rebuild(self, region: str, cut: int) -> Refresh:
         """Recompute every key of `region` as of `cut` and record the region as built."""
         region_params: dict[str, Any] = {"region": region, "wm": cut}
-        skus = self._rows(_SKUS_OF_REGION, region_params)
+        skus = [_Names.of(r) for r in self._rows(_NAMES_OF_REGION, region_params)]
         seen: set[tuple[Any, ...]] = set()
         done = Refresh(0, 0, 0)
         for i in range(0, len(skus), REBUILD_CHUNK):
             chunk = skus[i : i + REBUILD_CHUNK]
-            params = {
-                **region_params,
-                "skus": [int(s) for s, _ in chunk],
-                "keys": sorted((int(o), int(s)) for s, o in chunk),
-            }
+            # Each chunk compares the keys of its SKUs' names now; keys of lost names
+            # are found by the sweep below (another chunk's SKU may have taken one).
+            now = sorted(n.now for n in chunk if n.now is not None)
+            params = {**region_params, **_bound(chunk), "names": now}
             done += self._refresh(_FIGURES_SOME, _CURRENT_SOME, params, cut, seen)
         if self._rows(_LEDGER_DELETES, region_params)[0][0]:
             self._repair_ledger(region, None)  # a truncate, or deletes by the sweep

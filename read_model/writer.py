@@ -350,7 +350,7 @@ class ProjectionWriter:
         return state, watched
 
     def _truncate(self, region: str, ch: Truncate, commit_lsn: int) -> None:
-        self._delete_current(region, ch.table, ch.lsn, commit_lsn, "truncate")
+        self._delete_current(region, ch.table, ch.lsn, commit_lsn, "truncate", before_lsn=ch.lsn)
 
     def _sweep(self, region: str, snapshot_lsn: int) -> None:
         """After a complete snapshot: keys it did not read again (their latest version is
@@ -369,26 +369,31 @@ class ProjectionWriter:
                 self._delete_current(region, table, snapshot_lsn, snapshot_lsn, "snapshot sweep")
 
     def _delete_current(
-        self, region: str, table: str, lsn: int, commit_lsn: int, what: str
+        self, region: str, table: str, lsn: int, commit_lsn: int, what: str, before_lsn: int = 0
     ) -> None:
-        """A delete version at `commit_lsn` for every current key of `table` whose latest
-        version is older than `commit_lsn` (for a truncate: every current key)."""
+        """A delete version at (`commit_lsn`, `lsn`) for every current key of `table` whose
+        latest version is older than (`commit_lsn`, `before_lsn`) in version order: with
+        the default 0, every key last written by an earlier commit (the snapshot sweep);
+        for a truncate, its own LSN, so rows written earlier in its transaction go too
+        and rows after it (higher LSN) stay."""
         spec = WMS_MODEL[table]
         (pk,) = spec.primary_key
         others = [c for c in (*spec.column_names, "_extra") if c != pk]
         cols = ", ".join(f"`{c}`" for c in (pk, *others))
-        packed = ", ".join(f"`{c}`" for c in (*others, "_is_deleted", "_commit_lsn"))
+        packed = ", ".join(f"`{c}`" for c in (*others, "_is_deleted", "_commit_lsn", "_lsn"))
         unpacked = ", ".join(f"v.{i}" for i in range(1, len(others) + 1))
-        deleted, latest = len(others) + 1, len(others) + 2
+        deleted, commit, change = len(others) + 1, len(others) + 2, len(others) + 3
         sql = (
             f"INSERT INTO {table_name(table)} (region, {cols}, _lsn, _commit_lsn, _is_deleted)"
             f" SELECT region, `{pk}`, {unpacked}, {{lsn:UInt64}}, {{commit:UInt64}}, 1 FROM"
             f" (SELECT region, `{pk}`, argMax(tuple({packed}), (_commit_lsn, _lsn)) AS v"
             f" FROM {table_name(table)} WHERE region = {{region:String}}"
-            f" GROUP BY region, `{pk}`) WHERE v.{deleted} = 0 AND v.{latest} < {{commit:UInt64}}"
+            f" GROUP BY region, `{pk}`) WHERE v.{deleted} = 0"
+            f" AND (v.{commit}, v.{change}) < ({{commit:UInt64}}, {{before:UInt64}})"
         )
+        params = {"region": region, "lsn": lsn, "commit": commit_lsn, "before": before_lsn}
         try:
-            self._client.command(sql, {"region": region, "lsn": lsn, "commit": commit_lsn})
+            self._client.command(sql, params)
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"{what} of {table_name(table)}") from exc
 

@@ -185,7 +185,7 @@ def project(
         start_http_server(settings.projector_metrics_port, addr=settings.api_host)
     client = make_client(settings)
     projector = build_projector(settings, client, stop)
-    with running(projector) as thread, reconciling(settings, client):
+    with running(projector) as thread, reconciling(settings):
         if not show_progress:
             thread.join()
             return

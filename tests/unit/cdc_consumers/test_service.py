@@ -1,12 +1,19 @@
 """The scheduler of in-process jobs (reconciliation): runs on its interval, survives a
-failing run, never runs at interval 0, stops with its block."""
+failing run, never runs at interval 0, stops with its block; the reconciliation runs on
+a client of its own."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
-from cdc_consumers.service import every
+import pytest
+
+from cdc_consumers import service
+from cdc_consumers.service import every, reconciling
+from read_model import reconcile
+from stockcdc.settings import Settings
 
 
 def test_every_runs_repeatedly_and_a_failure_does_not_stop_it() -> None:
@@ -32,3 +39,47 @@ def test_interval_zero_never_runs() -> None:
     with every(0, lambda: runs.append(1), "off"):
         time.sleep(0.05)
     assert runs == []
+
+
+class _Client:
+    """Stands for a clickhouse-connect client: records that it was closed."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_reconciliation_queries_through_a_client_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The projector writes through its client from its own thread; a reconciliation
+    through the same client would run a second query in that session at the same time
+    (clickhouse-connect refuses it over HTTP: "Attempt to execute concurrent queries
+    within the same session"). `reconciling` opens its own client and closes it."""
+    opened: list[_Client] = []
+    used: list[Any] = []
+    ran = threading.Event()
+
+    def make_client(settings: Settings) -> _Client:
+        opened.append(_Client())
+        return opened[-1]
+
+    def run(settings: Settings, client: Any) -> None:
+        used.append(client)
+        ran.set()
+
+    monkeypatch.setattr(service, "make_client", make_client)
+    monkeypatch.setattr(reconcile, "reconcile", run)
+    with reconciling(Settings(reconcile_interval_s=0.02)):
+        assert ran.wait(5)
+    assert len(opened) == 1
+    assert used
+    assert all(c is opened[0] for c in used)
+    assert opened[0].closed
+
+
+def test_no_reconciliation_opens_no_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "make_client", lambda settings: pytest.fail("opened"))
+    with reconciling(Settings(reconcile_interval_s=0)):
+        time.sleep(0.05)

@@ -234,6 +234,38 @@ def test_a_truncate_deletes_every_row_of_its_table_and_the_figures_follow(
     assert stock(ch, code) == s
 
 
+def test_a_truncate_deletes_the_rows_its_own_transaction_wrote_before_it(
+    ch: Client, region: str
+) -> None:
+    """INSERT a, INSERT b, TRUNCATE, INSERT c in one transaction: all four share the
+    commit LSN, so only the change LSN orders them; a and b are gone, c stays, and the
+    figures count c alone (also on a replay of the transaction)."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    md = master_data(t, code)
+    w.write(region, [md], t.wm(md))
+    before = t.tx(
+        ("inventory", "c", inv(40, 2, 1, "AVAILABLE", 5)),
+        ("inventory", "c", inv(41, 4, 2, "AVAILABLE", 6)),
+    )
+    after = t.tx(("inventory", "c", inv(42, 2, 3, "AVAILABLE", 7)))
+    cut = Truncate(
+        region, "inventory", before.changes[-1].lsn + 5, before.tx_id, after.commit_ts_ms
+    )
+    one = Transaction(
+        region, before.tx_id, after.commit_lsn, after.commit_ts_ms,
+        [*before.changes, cut, *after.changes],
+    )  # fmt: skip
+    for _ in range(2):  # the replay of a transaction with a truncate changes nothing
+        w.write(region, [one], t.wm(one))
+        current = ch.query(
+            "SELECT id FROM cur_inventory WHERE region = {r:String}", parameters={"r": region}
+        ).result_rows
+        assert current == [(42,)]
+        s = stock(ch, code)
+        assert s is not None
+        assert (s.on_hand, s.available) == (7, 7)
+
+
 def test_added_columns_land_in_extra(ch: Client, region: str) -> None:
     t, w = Tx(region), ProjectionWriter(ch)
     tx = t.tx(("owner", "c", {"id": 7, "code": "X", "_extra": {"tier": '"GOLD"'}}))

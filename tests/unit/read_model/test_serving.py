@@ -8,7 +8,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from read_model import queries
+from read_model import queries, serving
 from read_model.writer import ProjectionWriter
 from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
@@ -226,3 +226,92 @@ def test_single_key_reads_come_from_the_point_document(ch: Client, region: str) 
     ch.command("DELETE FROM stock_current WHERE region = {r:String}", parameters={"r": region})
     assert queries.stock_one(ch, *key, cut, point=False) is None
     assert queries.stock_one(ch, *key, cut) == served  # the document alone answers
+
+
+def _agrees_with_bi_and_a_rebuild(ch: Client, w: ProjectionWriter, region: str, cut: int) -> None:
+    """The keys served at `cut` are those of the BI relation (`cur_*` at the watermark),
+    and a rebuild at the same cut finds nothing to change: incremental maintenance and
+    a rebuild give the same `stock_current`."""
+    params = {"region": region, "wm": cut}
+    served = sorted(tuple(r) for r in ch.query(serving._CURRENT_ALL, parameters=params).result_rows)
+    bi = ch.query("SELECT * FROM bi_stock WHERE region = {region:String}", parameters=params)
+    assert served == sorted(tuple(r) for r in bi.result_rows)
+    assert w.serving.rebuild(region, cut).versions_written == 0
+
+
+def _on_hand(ch: Client, owner: str, warehouse: str, sku: str) -> int | None:
+    """On-hand of one key by both read paths (the point document and `stock_current`)."""
+    point = queries.stock_one(ch, owner, warehouse, sku)
+    assert point == queries.stock_one(ch, owner, warehouse, sku, point=False)
+    return None if point is None else point.on_hand
+
+
+def test_a_sku_code_change_moves_its_key(ch: Client, region: str) -> None:
+    """The key is (owner code, warehouse code, SKU code): after a new code the old key
+    gets a delete version and is no longer served, the new key has the figures."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    ow, wh = f"{code}-OW", f"{code}-WH"
+    md = master_data(t, code)
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    w.write(region, [md, receive], t.wm(receive))
+    assert _on_hand(ch, ow, wh, "SKU-1") == 10
+    rename = t.tx(("sku", "u", {"id": 1, "owner_id": 1, "sku_code": "SKU-1B", "name": "W"}))
+    w.write(region, [rename], t.wm(rename))
+    assert _on_hand(ch, ow, wh, "SKU-1") is None
+    assert _on_hand(ch, ow, wh, "SKU-1B") == 10
+    _agrees_with_bi_and_a_rebuild(ch, w, region, rename.commit_lsn)
+    more = t.tx(("inventory", "u", inv(10, 2, 1, "AVAILABLE", 12)))
+    w.write(region, [more], t.wm(more))
+    assert (_on_hand(ch, ow, wh, "SKU-1"), _on_hand(ch, ow, wh, "SKU-1B")) == (None, 12)
+    _agrees_with_bi_and_a_rebuild(ch, w, region, more.commit_lsn)
+
+
+def test_a_sku_owner_change_moves_its_key_with_every_balance_row(ch: Client, region: str) -> None:
+    """The key's owner is the SKU's (wms/OPERATIONS.md, as the oracle joins it): when a
+    SKU moves to another seller, the old seller's key is deleted, and the new one counts
+    the balance rows still carrying the old owner id as well as new ones."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    ow, ow2, wh = f"{code}-OW", f"{code}-OW2", f"{code}-WH"
+    md = master_data(t, code)
+    second = t.tx(("owner", "c", {"id": 2, "code": ow2}))
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    w.write(region, [md, second, receive], t.wm(receive))
+    moved = t.tx(("sku", "u", {"id": 1, "owner_id": 2, "sku_code": "SKU-1", "name": "W"}))
+    w.write(region, [moved], t.wm(moved))
+    assert _on_hand(ch, ow, wh, "SKU-1") is None
+    assert _on_hand(ch, ow2, wh, "SKU-1") == 10
+    _agrees_with_bi_and_a_rebuild(ch, w, region, moved.commit_lsn)
+    more = t.tx(
+        ("inventory", "u", inv(10, 2, 1, "AVAILABLE", 12)),  # still under owner id 1
+        ("inventory", "c", {**inv(11, 4, 2, "AVAILABLE", 3), "owner_id": 2}),
+    )
+    w.write(region, [more], t.wm(more))
+    assert (_on_hand(ch, ow, wh, "SKU-1"), _on_hand(ch, ow2, wh, "SKU-1")) == (None, 15)
+    _agrees_with_bi_and_a_rebuild(ch, w, region, more.commit_lsn)
+    # The WMS may also move the balance row: its versions then sit under two owner ids
+    # in the by-SKU copies, and only the latest counts.
+    along = t.tx(("inventory", "u", {**inv(10, 2, 1, "AVAILABLE", 12), "owner_id": 2}))
+    w.write(region, [along], t.wm(along))
+    assert (_on_hand(ch, ow, wh, "SKU-1"), _on_hand(ch, ow2, wh, "SKU-1")) == (None, 15)
+    _agrees_with_bi_and_a_rebuild(ch, w, region, along.commit_lsn)
+
+
+def test_a_code_taken_by_another_sku_keeps_that_skus_key(ch: Client, region: str) -> None:
+    """SKU 1 gives up SKU-1 and SKU 2 takes it: a later change of SKU 1 compares the key
+    of its lost name, which is now SKU 2's and must stay."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    ow, wh = f"{code}-OW", f"{code}-WH"
+    md = master_data(t, code)
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    w.write(region, [md, receive], t.wm(receive))
+    rename = t.tx(("sku", "u", {"id": 1, "owner_id": 1, "sku_code": "SKU-1B", "name": "W"}))
+    taken = t.tx(
+        ("sku", "c", {"id": 2, "owner_id": 1, "sku_code": "SKU-1", "name": "New"}),
+        ("inventory", "c", {**inv(20, 4, None, "AVAILABLE", 4), "sku_id": 2}),
+    )
+    w.write(region, [rename], t.wm(rename))
+    w.write(region, [taken], t.wm(taken))
+    later = t.tx(("inventory", "u", inv(10, 2, 1, "AVAILABLE", 11)))
+    w.write(region, [later], t.wm(later))
+    assert (_on_hand(ch, ow, wh, "SKU-1"), _on_hand(ch, ow, wh, "SKU-1B")) == (4, 11)
+    _agrees_with_bi_and_a_rebuild(ch, w, region, later.commit_lsn)
