@@ -3,7 +3,9 @@ the same process (embedded chDB allows one process per path) or alone (a ClickHo
 server; the projector then runs as `stockcdc project` elsewhere).
 
 Ctrl-C / SIGTERM: uvicorn stops taking requests and drains, then the projector finishes
-its batch and commits its offsets; a projector that dies stops the API too.
+its batch and commits its offsets. A projector that dies stops the API too, and `serve`
+returns 1 (the command's exit status): an API whose projector is gone would serve ever
+staler figures; a supervisor restarts the process instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import ExitStack
 import structlog
 import uvicorn
 
-from cdc_consumers.service import build_projector, reconciling, running
+from cdc_consumers.service import ProjectorThread, build_projector, reconciling, running
 from query_api.app import create_app
 from query_api.service import ReadModel
 from read_model.client import make_client
@@ -23,13 +25,15 @@ from stockcdc.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-def serve(settings: Settings, with_projector: bool = True) -> None:
-    """Run until interrupted. The projector and the API have clients of their own (in
-    embedded mode, connections to this process's one chDB engine): each client runs one
-    query at a time, so reads never queue behind a projector batch or each other."""
+def serve(settings: Settings, with_projector: bool = True) -> int:
+    """Run until interrupted (then 0), or until the projector dies (then 1). The
+    projector and the API have clients of their own (in embedded mode, connections to
+    this process's one chDB engine): each client runs one query at a time, so reads never
+    queue behind a projector batch or each other."""
     embedded = settings.clickhouse_dsn.startswith("chdb://")
     if embedded and not with_projector:
         log.warning("serve.no_projector.embedded", detail="nothing will update this read model")
+    thread: ProjectorThread | None = None
     with ExitStack() as stack:
         pool = ReadModel.open(settings)
         stack.callback(pool.close)
@@ -53,7 +57,11 @@ def serve(settings: Settings, with_projector: bool = True) -> None:
         log.info("serve.start", host=settings.api_host, port=settings.api_port,
                  projector=with_projector, embedded=embedded)  # fmt: skip
         server.run()  # returns after SIGINT/SIGTERM; ExitStack then stops the projector
+    if thread is not None and thread.error is not None:
+        log.error("serve.stopped", reason="the projector failed")
+        return 1
     log.info("serve.stopped")
+    return 0
 
 
 def _stop_when_dead(thread: threading.Thread, server: uvicorn.Server) -> None:
