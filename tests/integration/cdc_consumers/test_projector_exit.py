@@ -10,6 +10,7 @@ service at all."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -119,3 +120,17 @@ def test_serve_stops_the_api_and_exits_1_when_the_projector_dies(
     for line in ("projector.failed", "serve.projector.died", "serve.stopped"):
         assert line in log, log
     assert not c.healthy()
+
+
+def test_serve_without_a_projector_keeps_serving_and_stops_cleanly(
+    commands: dict[str, Command],
+) -> None:
+    c = commands["serve-alone"]
+    # the others' projectors have died by now: this one has none, it carries on
+    commands["project"].proc.wait(timeout=DEATH_S)
+    assert c.proc.poll() is None, c.log()
+    assert c.healthy()
+    c.proc.send_signal(signal.SIGTERM)
+    assert c.proc.wait(timeout=60) == 0, c.log()
+    assert "serve.stopped" in c.log()
+    assert "projector.failed" not in c.log()
