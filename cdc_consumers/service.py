@@ -95,11 +95,30 @@ def batch_gc(threshold: int = PROJECTOR_GC_THRESHOLD) -> Iterator[None]:
         gc.set_threshold(*old)
 
 
+class ProjectorThread(threading.Thread):
+    """The thread `Projector.run` runs in. An exception that ends the run is logged
+    (`projector.failed`, with its traceback) and kept in `error`: the command that runs
+    the projector must then exit non-zero, for its supervisor to restart it, instead of
+    carrying on without it (threading alone would print it and forget it)."""
+
+    def __init__(self, projector: Projector) -> None:
+        super().__init__(name="projector", daemon=True)
+        self.projector = projector
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.projector.run()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("projector.failed", error=repr(exc))
+
+
 @contextmanager
-def running(projector: Projector) -> Iterator[threading.Thread]:
+def running(projector: Projector) -> Iterator[ProjectorThread]:
     """Run the projector in a background thread (with `batch_gc`); stop it and wait on
-    exit."""
-    thread = threading.Thread(target=projector.run, name="projector", daemon=True)
+    exit. The thread's `error` says whether it died."""
+    thread = ProjectorThread(projector)
     with batch_gc():
         thread.start()
         try:

@@ -6,7 +6,9 @@ brute-force, and a slow KDF (scrypt) would only add latency to every request.
 
 Scopes: `oms` sees every owner; `seller` sees its one owner, everything else answers 404
 as if absent; `bi` may only run read-only SQL (`POST /v1/sql`, query_api/sql.py) and is
-refused by every other route, as seller and oms keys are refused by `/v1/sql`.
+refused by every other route, as seller and oms keys are refused by `/v1/sql`. A bi key
+sees every seller: in embedded chDB mode there are no ClickHouse users or row policies;
+per-seller BI isolation needs server mode (`stockcdc bi access-ddl`, docs/bi.md).
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from query_api.auth import Principal
 from query_api.cursor import CursorCodec
 from query_api.errors import ApiError, bad_request, not_found
 from query_api.models import (
+    MAX_TIME,
+    MIN_TIME,
     ConsistencyParams,
     FreshnessState,
     MovementParams,
@@ -295,9 +297,7 @@ class QueryService:
         filters = [owner or "", p.warehouse or "", p.sku or ""]
         after: tuple[str, str, str] | None = None
         if p.cursor is not None:
-            pos = self.cursors.decode(p.cursor, "stock", filters)
-            if len(pos) != 3 or not all(isinstance(v, str) for v in pos):
-                raise bad_request("bad_cursor", "the cursor is malformed")
+            pos = self.cursors.decode(p.cursor, "stock", filters, (str, str, str))
             after = (pos[0], pos[1], pos[2])
 
         async def regions() -> set[str]:
@@ -379,7 +379,8 @@ class QueryService:
         ]
         after: tuple[datetime, str, int] | None = None
         if p.cursor is not None:
-            after = _movement_position(self.cursors.decode(p.cursor, "movements", filters))
+            pos = self.cursors.decode(p.cursor, "movements", filters, (str, str, int))
+            after = _movement_position(pos)
 
         async def regions() -> set[str]:
             if p.warehouse is not None:
@@ -533,13 +534,15 @@ def _serial(
 
 
 def _movement_position(pos: list[Any]) -> tuple[datetime, str, int]:
+    """(occurred_at, region, id) of a decoded movements cursor: its time an ISO time with
+    an offset within the API's time range (ClickHouse's DateTime64 refuses others)."""
+    ts, region, id_ = pos
     try:
-        ts, region, id_ = pos
         at = datetime.fromisoformat(ts)
-        if not isinstance(region, str) or not isinstance(id_, int) or at.tzinfo is None:
-            raise ValueError
-    except (ValueError, TypeError):
+    except ValueError:
         raise bad_request("bad_cursor", "the cursor is malformed") from None
+    if at.tzinfo is None or not MIN_TIME <= at < MAX_TIME:
+        raise bad_request("bad_cursor", "the cursor is malformed")
     return at, region, id_
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from infra.jvm import ensure_jars, java_bin
 from infra.postgres import PG_BIN, ensure_server_binaries
 from simulator.cli import register as register_simulator
 from stockcdc.settings import get_settings
+
+if TYPE_CHECKING:
+    from cdc_consumers.service import ProjectorThread
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="CDC stock read model for 3PL warehouses."
@@ -188,6 +191,7 @@ def project(
     with running(projector) as thread, reconciling(settings):
         if not show_progress:
             thread.join()
+            _exit_if_failed(thread)
             return
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
@@ -199,6 +203,14 @@ def project(
                         tasks[p.region] = bar.add_task(p.region, total=p.end)
                     bar.update(tasks[p.region], completed=p.committed, total=p.end)
                 thread.join(timeout=1.0)
+        _exit_if_failed(thread)
+
+
+def _exit_if_failed(thread: ProjectorThread) -> None:
+    """Exit 1 when the projector died of an error (logged as `projector.failed`): a
+    supervisor restarts it, where an exit 0 would say it stopped as asked."""
+    if thread.error is not None:
+        raise typer.Exit(code=1)
 
 
 @app.command("reconcile")
@@ -251,12 +263,14 @@ def serve(
     port: int | None = typer.Option(None, help="Listen port (default STOCKCDC_API_PORT)."),
 ) -> None:
     """Run the Query API (and, by default, the projector in a background thread) until
-    Ctrl-C."""
+    Ctrl-C; exit 1 if the projector dies (the API is stopped with it)."""
     from query_api.server import serve as run_server
 
     settings = get_settings()
     update = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
-    run_server(settings.model_copy(update=update), with_projector=projector)
+    code = run_server(settings.model_copy(update=update), with_projector=projector)
+    if code:  # the projector died (logged as `projector.failed`): see _exit_if_failed
+        raise typer.Exit(code=code)
 
 
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys of the Query API.")

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     # API keys, stored hashed: "<scope>:<owner or *>:<sha256 hex of the key>", comma
-    # separated; scope is oms (every owner), seller (one owner) or bi (reserved).
+    # separated; scope is oms (every owner), seller (one owner) or bi (SQL, every owner).
     # `stockcdc apikey create` prints new lines. The default holds the DEV-ONLY demo keys
     # of query_api/auth.py (DEMO_KEYS); set STOCKCDC_API_KEYS to replace them.
     api_keys: Annotated[tuple[str, ...], NoDecode] = DEV_API_KEYS

@@ -1,17 +1,21 @@
 """The scheduler of in-process jobs (reconciliation): runs on its interval, survives a
 failing run, never runs at interval 0, stops with its block; the reconciliation runs on
-a client of its own."""
+a client of its own. The projector's thread (`running`): an error that ends its run is
+logged and kept, for the command to exit 1."""
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
+from structlog.testing import capture_logs
 
 from cdc_consumers import service
-from cdc_consumers.service import every, reconciling
+from cdc_consumers.projector import Projector, ProjectorError
+from cdc_consumers.service import every, reconciling, running
 from read_model import reconcile
 from stockcdc.settings import Settings
 
@@ -83,3 +87,35 @@ def test_no_reconciliation_opens_no_client(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(service, "make_client", lambda settings: pytest.fail("opened"))
     with reconciling(Settings(reconcile_interval_s=0)):
         time.sleep(0.05)
+
+
+@dataclass
+class FakeProjector:
+    """What `running` uses of a Projector: `run` until `stop`, or fail."""
+
+    error: Exception | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        if self.error is not None:
+            raise self.error
+        self.stop.wait()
+
+
+def test_running_keeps_and_logs_the_error_that_killed_the_projector() -> None:
+    boom = ProjectorError("topic x has no partitions after 60s")
+    with capture_logs() as logs, running(cast(Projector, FakeProjector(boom))) as thread:
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+    assert thread.error is boom
+    (failed,) = [e for e in logs if e["event"] == "projector.failed"]
+    assert failed["log_level"] == "error"
+    assert "no partitions" in failed["error"]
+
+
+def test_running_a_projector_stopped_as_asked_has_no_error() -> None:
+    with capture_logs() as logs, running(cast(Projector, FakeProjector())) as thread:
+        assert thread.is_alive()
+    assert not thread.is_alive()
+    assert thread.error is None
+    assert not [e for e in logs if e["event"] == "projector.failed"]
