@@ -3,11 +3,10 @@
 A region's topic carries, in commit order, BEGIN, the transaction's row changes, END,
 and between transactions Debezium's heartbeats (liveness only) and WAL marks (the region
 is complete up to their time). The assembler buffers a transaction until its END,
-then hands it over whole (past `max_rows_in_memory` changes, on disk: cdc_consumers/
-spill.py); it also knows the offset that is safe to commit: the one just
-past the last record that is either written with the next flush or carries nothing (a
-committed offset never falls inside a transaction, so a restart always begins at a
-transaction boundary).
+then hands it over whole (a large one from disk: cdc_consumers/spill.py); it also knows
+the offset that is safe to commit: the one just past the last record that is either
+written with the next flush or carries nothing (a committed offset never falls inside a
+transaction, so a restart always begins at a transaction boundary).
 """
 
 from __future__ import annotations
@@ -63,17 +62,22 @@ class Batch:
 
     def parts(self) -> Iterator[tuple[list[Transaction], Watermark | None]]:
         """The sink writes of this batch, in order: its transactions together, except a
-        spilled one, chunk by chunk (read back as they go); the watermark comes with the
-        last write only, so no part of a spilled transaction is visible before all is."""
+        spilled one, chunk by chunk (each read back once the one before is written); the
+        watermark comes with the last write only, so no part of a spilled transaction is
+        visible before all of it is."""
         part: list[Transaction] = []
         for tx in self.transactions:
             if isinstance(tx, Transaction):
                 part.append(tx)
                 continue
-            for chunk in tx.chunks():
-                if part:
-                    yield part, None
-                part = [chunk]
+            if part:
+                yield part, None
+            part = []
+            for n, chunk in enumerate(tx.chunks(), 1):
+                if n < tx.chunk_count:
+                    yield [chunk], None
+                else:  # the last one goes with what follows it in the batch
+                    part = [chunk]
         if part or self.watermark is not None:
             yield part, self.watermark
 
@@ -281,6 +285,8 @@ class RegionAssembler:
     def _end(self, end: TxEnd) -> None:
         open_tx, self._open = self._open, None
         if open_tx is None or open_tx.begin.tx_id != end.tx_id:
+            if open_tx is not None and open_tx.spill is not None:
+                open_tx.spill.close()
             if end.commit_lsn <= self._watermark.commit_lsn:
                 return  # the tail of a transaction applied before a restart: nothing to do
             raise AssemblyProblem(

@@ -458,7 +458,7 @@ def _observe(batch: Batch) -> None:
     rows = batch.row_count
     metrics.ROWS_WRITTEN.labels(region).inc(rows)
     snap = sum(
-        len(t.changes) for t in batch.transactions if isinstance(t, Transaction) and not t.tx_id
+        len(t.changes) for t in batch.transactions if isinstance(t, Transaction) and t.tx_id is None
     )
     if snap:
         metrics.SNAPSHOT_ROWS.labels(region).inc(snap)

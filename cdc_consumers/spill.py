@@ -67,6 +67,10 @@ class SpillFile:
         )
 
     @property
+    def chunk_count(self) -> int:
+        return self._chunks
+
+    @property
     def closed(self) -> bool:
         return self._file.closed
 
@@ -107,6 +111,10 @@ class SpilledTransaction:
     @property
     def row_count(self) -> int:
         return self.spill.rows
+
+    @property
+    def chunk_count(self) -> int:
+        return self.spill.chunk_count
 
     def chunks(self) -> Iterator[Transaction]:
         for changes in self.spill.chunks():

@@ -240,3 +240,24 @@ def test_a_batch_holds_what_it_is_given() -> None:
     assert list(Batch(R, list(txs), wm, 5).parts()) == [(txs, wm)]
     assert list(Batch(R, [], wm, 5).parts()) == [([], wm)]
     assert list(Batch(R, [], None, 5).parts()) == []
+
+
+def test_chunks_are_read_back_one_at_a_time(
+    assembler: RegionAssembler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed_big(assembler, 7, 100)
+    assembler.add(101, end(7, 5000, {"owner": 66, "sku": 34}))
+    batch = assembler.take()
+    read = 0
+    chunks = SpillFile.chunks
+
+    def counted(self: SpillFile) -> Iterator[list[RowChange | Truncate]]:
+        nonlocal read
+        for chunk in chunks(self):
+            read += 1
+            yield chunk
+
+    monkeypatch.setattr(SpillFile, "chunks", counted)
+    for written, _ in enumerate(batch.parts(), 1):
+        assert read == written  # the next chunk stays on disk while one is written
+    assert read == 10
