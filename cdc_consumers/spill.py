@@ -9,7 +9,10 @@ time, each written by its own `Sink.write` without a watermark; the watermark co
 the last chunk. Readers cut at the watermark, so they see the transaction whole or not
 at all; every chunk carries the same tx id and commit LSN, so a replay (the committed
 offset never falls inside a transaction: a restart re-reads it from its BEGIN) writes
-the same versions again.
+the same versions again. Each chunk is an ordinary write for ProjectionWriter: a delete
+or placeholder finds the previous version an earlier chunk wrote, and the serving
+figures each chunk recomputes at the commit LSN end as the whole transaction's (every
+key a chunk changes is recomputed by it, later chunks' versions win by `_seq`).
 
 Why a file rather than Kafka as the spill (drop the changes, seek back to the BEGIN at
 the END and consume the transaction again): the loop would have to rewind a partition
