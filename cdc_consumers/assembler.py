@@ -3,19 +3,23 @@
 A region's topic carries, in commit order, BEGIN, the transaction's row changes, END,
 and between transactions Debezium's heartbeats (liveness only) and WAL marks (the region
 is complete up to their time). The assembler buffers a transaction until its END,
-then hands it over whole; it also knows the offset that is safe to commit: the one just
-past the last record that is either written with the next flush or carries nothing (a
-committed offset never falls inside a transaction, so a restart always begins at a
-transaction boundary).
+then hands it over whole (a large one from disk: cdc_consumers/spill.py); it also knows
+the offset that is safe to commit: the one just past the last record that is either
+written with the next flush or carries nothing (a committed offset never falls inside a
+transaction, so a restart always begins at a transaction boundary).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from pathlib import Path
 
 import structlog
 
+from cdc_consumers.spill import SpilledTransaction, SpillFile
 from schemas.events import (
     Event,
     Heartbeat,
@@ -30,6 +34,7 @@ from schemas.events import (
     WalMark,
     Watermark,
 )
+from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -47,13 +52,40 @@ class Batch:
     """What one flush of a region writes, and the offset to commit once it is written."""
 
     region: str
-    transactions: list[Transaction]
+    transactions: list[Transaction | SpilledTransaction]
     watermark: Watermark | None  # None: unchanged since the last flush
     commit_offset: int | None  # next offset to consume after a restart; None: nothing new
 
     @property
     def row_count(self) -> int:
-        return sum(len(t.changes) for t in self.transactions)
+        return sum(_row_count(t) for t in self.transactions)
+
+    def parts(self) -> Iterator[tuple[list[Transaction], Watermark | None]]:
+        """The sink writes of this batch, in order: its transactions together, except a
+        spilled one, chunk by chunk (each read back once the one before is written); the
+        watermark comes with the last write only, so no part of a spilled transaction is
+        visible before all of it is."""
+        part: list[Transaction] = []
+        for tx in self.transactions:
+            if isinstance(tx, Transaction):
+                part.append(tx)
+                continue
+            if part:
+                yield part, None
+            part = []
+            for n, chunk in enumerate(tx.chunks(), 1):
+                if n < tx.chunk_count:
+                    yield [chunk], None
+                else:  # the last one goes with what follows it in the batch
+                    part = [chunk]
+        if part or self.watermark is not None:
+            yield part, self.watermark
+
+    def release(self) -> None:
+        """Free the spill files once written (or abandoned: a restart re-reads them)."""
+        for tx in self.transactions:
+            if isinstance(tx, SpilledTransaction):
+                tx.close()
 
     @property
     def is_empty(self) -> bool:
@@ -65,17 +97,45 @@ class _OpenTx:
     begin: TxBegin
     changes: list[RowChange | Truncate] = field(default_factory=list)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    spill: SpillFile | None = None  # the changes before `changes`, once too many
+    spilled: Counter[str] = field(default_factory=Counter)  # per table, in `spill`
+
+    @property
+    def row_count(self) -> int:
+        return len(self.changes) + (self.spill.rows if self.spill else 0)
+
+
+_TABLE = attrgetter("table")
+_MAX_ROWS_IN_MEMORY: int = Settings.model_fields["max_transaction_rows_in_memory"].default
+
+
+def _row_count(tx: Transaction | SpilledTransaction) -> int:
+    return len(tx.changes) if isinstance(tx, Transaction) else tx.row_count
 
 
 class RegionAssembler:
-    """Per region (one topic partition): assemble, track the watermark and safe offset."""
+    """Per region (one topic partition): assemble, track the watermark and safe offset.
 
-    def __init__(self, region: str, watermark: Watermark | None = None) -> None:
+    An open transaction keeps at most `max_rows_in_memory` changes in memory; the rest
+    go to a spill file under `spill_dir` (None: the system's temporary directory)."""
+
+    def __init__(
+        self,
+        region: str,
+        watermark: Watermark | None = None,
+        *,
+        max_rows_in_memory: int = _MAX_ROWS_IN_MEMORY,
+        spill_dir: Path | None = None,
+    ) -> None:
+        if max_rows_in_memory < 1:
+            raise ValueError(f"max_rows_in_memory must be positive, not {max_rows_in_memory}")
         self.region = region
+        self.max_rows_in_memory = max_rows_in_memory
+        self.spill_dir = spill_dir
         self._watermark = watermark or Watermark(region, 0, 0, None)
         self._published = self._watermark
         self._open: _OpenTx | None = None
-        self._ready: list[Transaction] = []
+        self._ready: list[Transaction | SpilledTransaction] = []
         self._snapshot: list[RowChange] = []
         self._in_snapshot = False
         self._snapshot_lsn = 0  # all rows of one snapshot share its LSN
@@ -91,9 +151,11 @@ class RegionAssembler:
 
     @property
     def pending_rows(self) -> int:
-        """Changes held in memory (ready, snapshot and the open transaction)."""
+        """Changes held in memory (ready, snapshot and the open transaction; not those
+        spilled to disk)."""
         open_rows = len(self._open.changes) if self._open else 0
-        return sum(len(t.changes) for t in self._ready) + len(self._snapshot) + open_rows
+        ready = sum(len(t.changes) for t in self._ready if isinstance(t, Transaction))
+        return ready + len(self._snapshot) + open_rows
 
     def describe(self) -> dict[str, object]:
         """Where this region stands, for operators and failing tests."""
@@ -101,7 +163,8 @@ class RegionAssembler:
             "region": self.region,
             "watermark_lsn": self._watermark.commit_lsn,
             "open_tx": self._open.begin.tx_id if self._open else None,
-            "open_tx_changes": len(self._open.changes) if self._open else 0,
+            "open_tx_changes": self._open.row_count if self._open else 0,
+            "open_tx_spilled": self._open.spill.rows if self._open and self._open.spill else 0,
             "pending_rows": self.pending_rows,
             "in_snapshot": self._in_snapshot,
             "safe_offset": self._safe_offset,
@@ -147,6 +210,15 @@ class RegionAssembler:
         if self._open is None:
             self._safe_offset = offset + 1
 
+    def close(self) -> None:
+        """Free the spill files of what was not handed over (the partition is revoked or
+        the projector stops: a restart re-reads it from the committed offset)."""
+        if self._open is not None and self._open.spill is not None:
+            self._open.spill.close()
+        for tx in self._ready:
+            if isinstance(tx, SpilledTransaction):
+                tx.close()
+
     def take(self) -> Batch:
         """Hand over what is ready; the caller writes it, then commits `commit_offset`."""
         txs = self._ready
@@ -178,8 +250,10 @@ class RegionAssembler:
                 "assembler.partial_transaction_dropped",
                 region=self.region,
                 tx_id=self._open.begin.tx_id,
-                changes=len(self._open.changes),
+                changes=self._open.row_count,
             )
+            if self._open.spill is not None:
+                self._open.spill.close()
         self._open = _OpenTx(begin)
 
     def _change(self, change: RowChange | Truncate) -> None:
@@ -189,29 +263,58 @@ class RegionAssembler:
                 f"{self.region}: {change.table} change of tx {change.tx_id} with "
                 f"{'no open transaction' if self._open is None else 'another one open'}",
             )
-        self._open.changes.append(change)
+        changes = self._open.changes
+        changes.append(change)
+        if len(changes) >= self.max_rows_in_memory:
+            self._spill(self._open)
+
+    def _spill(self, open_tx: _OpenTx) -> None:
+        """Move the open transaction's buffered changes to its spill file."""
+        if open_tx.spill is None:
+            open_tx.spill = SpillFile(self.max_rows_in_memory, self.spill_dir)
+            log.info(
+                "assembler.transaction_spilled",
+                region=self.region,
+                tx_id=open_tx.begin.tx_id,
+                max_rows_in_memory=self.max_rows_in_memory,
+            )
+        open_tx.spill.append(open_tx.changes)
+        open_tx.spilled.update(map(_TABLE, open_tx.changes))
+        open_tx.changes = []
 
     def _end(self, end: TxEnd) -> None:
         open_tx, self._open = self._open, None
         if open_tx is None or open_tx.begin.tx_id != end.tx_id:
+            if open_tx is not None and open_tx.spill is not None:
+                open_tx.spill.close()
             if end.commit_lsn <= self._watermark.commit_lsn:
                 return  # the tail of a transaction applied before a restart: nothing to do
             raise AssemblyProblem(
                 "end_without_begin", f"{self.region}: END of tx {end.tx_id} without its BEGIN"
             )
+        # Spilled changes count like dead-lettered ones: they are not in `changes`.
+        counted = open_tx.dead_lettered + open_tx.spilled
         try:
-            tx = Transaction.from_end(end, open_tx.changes, open_tx.dead_lettered)
+            tx = Transaction.from_end(end, open_tx.changes, counted)
         except IncompleteTransactionError as exc:
             # Apply what arrived (nothing is dropped) and report the mismatch loudly.
             self._ready.append(
-                Transaction(
-                    self.region, end.tx_id, end.commit_lsn, end.ts_ms, tuple(open_tx.changes)
+                self._whole(
+                    open_tx,
+                    Transaction(
+                        self.region, end.tx_id, end.commit_lsn, end.ts_ms, tuple(open_tx.changes)
+                    ),
                 )
             )
             self._advance(end.commit_lsn, end.ts_ms)
             raise AssemblyProblem("incomplete_transaction", str(exc)) from exc
-        self._ready.append(tx)
+        self._ready.append(self._whole(open_tx, tx))
         self._advance(end.commit_lsn, end.ts_ms)
+
+    @staticmethod
+    def _whole(open_tx: _OpenTx, tx: Transaction) -> Transaction | SpilledTransaction:
+        """`tx` (its changes: those still in memory), with the spilled ones before."""
+        return tx if open_tx.spill is None else SpilledTransaction.of(tx, open_tx.spill)
 
     def _wal_mark(self, mark: WalMark) -> None:
         # Everything that committed before the mark came before it: complete up to its time.

@@ -196,7 +196,9 @@ class _BatchWriter:
         retrying, gives up: the caller's stop or closing event is set)."""
         try:
             while True:
-                self._todo.get_nowait()
+                if (flush := self._todo.get_nowait()) is not None:
+                    for batch in flush.batches:
+                        batch.release()
         except queue.Empty:
             pass
         if self._thread.is_alive():
@@ -294,6 +296,8 @@ class Projector:
             self._joined = None
             self._closing.set()
             writer.close()
+            for assembler in self._assemblers.values():
+                assembler.close()
             # Bounded: the broker answers LeaveGroup only after a pending rejoin, which
             # waits out dead members' sessions (45 s); the group forgets us anyway then.
             consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
@@ -335,14 +339,19 @@ class Projector:
             return
         written = writer.written(wait=True)
         for tp in set(self._assemblers) - assigned:
-            del self._assemblers[tp]
+            self._assemblers.pop(tp).close()
         self._commit(consumer, deadletter, written)
         new = assigned - set(self._assemblers)
         if new:
             watermarks = self.sink.load_watermarks()
             for tp in new:
                 region = self._regions[tp.topic]
-                self._assemblers[tp] = RegionAssembler(region, watermarks.get(region))
+                self._assemblers[tp] = RegionAssembler(
+                    region,
+                    watermarks.get(region),
+                    max_rows_in_memory=self.settings.max_transaction_rows_in_memory,
+                    spill_dir=self.settings.state_path / "spill",
+                )
         metrics.ASSIGNED.set(len(self._assemblers))
         log.info(
             "projector.assignment", regions=sorted(a.region for a in self._assemblers.values())
@@ -417,29 +426,40 @@ class Projector:
 
     def _write(self, batch: Batch) -> None:
         """Write with backoff on transient errors (on the writer's thread); offsets stay
-        uncommitted meanwhile."""
+        uncommitted meanwhile. A spilled transaction takes several writes (`Batch.parts`)."""
+        try:
+            for transactions, watermark in batch.parts():
+                self._write_part(batch.region, transactions, watermark)
+        finally:
+            batch.release()
+        _observe(batch)
+
+    def _write_part(
+        self, region: str, transactions: list[Transaction], watermark: Watermark | None
+    ) -> None:
         delay_ms = self.settings.write_retry_initial_ms
         while True:
             try:
-                self.sink.write(batch.region, batch.transactions, batch.watermark)
-                break
+                self.sink.write(region, transactions, watermark)
+                return
             except TransientError as exc:
                 if self.stop.is_set() or self._closing.is_set():
                     raise
                 metrics.WRITE_RETRIES.inc()
                 log.warning(
-                    "projector.write.retry", region=batch.region, error=str(exc), delay_ms=delay_ms
+                    "projector.write.retry", region=region, error=str(exc), delay_ms=delay_ms
                 )
                 self._closing.wait(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)
-        _observe(batch)
 
 
 def _observe(batch: Batch) -> None:
     region = batch.region
     rows = batch.row_count
     metrics.ROWS_WRITTEN.labels(region).inc(rows)
-    snap = sum(len(t.changes) for t in batch.transactions if t.tx_id is None)
+    snap = sum(
+        len(t.changes) for t in batch.transactions if isinstance(t, Transaction) and t.tx_id is None
+    )
     if snap:
         metrics.SNAPSHOT_ROWS.labels(region).inc(snap)
     metrics.TRANSACTIONS.labels(region).inc(sum(1 for t in batch.transactions if t.tx_id))

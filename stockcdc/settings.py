@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import SecretStr, field_validator
+from pydantic import PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Every table of the WMS schema, in dependency order; all of them are replicated.
@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     batch_max_rows: int = 50_000
     batch_max_ms: int = 100
     max_poll_records: int = 10_000
+    # Changes of one open transaction kept in memory; a larger one (a seed while capture
+    # runs, a bulk update) spills the rest to disk under the state dir and is written in
+    # chunks of this size, still visible whole (cdc_consumers/spill.py).
+    max_transaction_rows_in_memory: PositiveInt = 100_000
     # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
     write_retry_initial_ms: int = 100
     write_retry_max_ms: int = 10_000

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from cdc_consumers.assembler import AssemblyProblem, RegionAssembler
+from cdc_consumers.assembler import AssemblyProblem, Batch, RegionAssembler
 from schemas.events import (
     Event,
     Heartbeat,
@@ -14,6 +14,7 @@ from schemas.events import (
     RowChange,
     Snapshot,
     Tombstone,
+    Transaction,
     TxBegin,
     TxEnd,
     WalMark,
@@ -34,6 +35,13 @@ def feed(a: RegionAssembler, events: Sequence[Event], start: int = 0) -> None:
         a.add(offset, event)
 
 
+def in_memory(batch: Batch) -> list[Transaction]:
+    """The batch's transactions, all held in memory (none spilled to disk)."""
+    txs = [t for t in batch.transactions if isinstance(t, Transaction)]
+    assert len(txs) == len(batch.transactions), "a transaction was spilled"
+    return txs
+
+
 def end(tx: int, commit_lsn: int, counts: dict[str, int]) -> TxEnd:
     return TxEnd(R, tx, commit_lsn, sum(counts.values()), counts, 5000 + commit_lsn)
 
@@ -51,7 +59,7 @@ def test_a_transaction_is_handed_over_only_after_its_end() -> None:
     a.add(4, end(7, 130, {"owner": 2}))
     batch = a.take()
     assert [t.commit_lsn for t in batch.transactions] == [130]
-    assert [c.lsn for c in batch.transactions[0].changes] == [100, 110]
+    assert [c.lsn for c in in_memory(batch)[0].changes] == [100, 110]
     assert batch.commit_offset == 5
     assert batch.watermark is not None
     assert batch.watermark.commit_lsn == 130
@@ -138,7 +146,7 @@ def test_a_cut_off_transaction_resent_from_begin_is_dropped_for_the_full_copy() 
         ],
     )
     batch = a.take()
-    assert [len(t.changes) for t in batch.transactions] == [2]
+    assert [len(t.changes) for t in in_memory(batch)] == [2]
     assert a.discarded_partial_transactions == 1
 
 
@@ -149,7 +157,7 @@ def test_dead_lettered_events_are_counted_so_the_end_still_adds_up() -> None:
     a.add_dead_letter(2, "owner")
     a.add(3, end(4, 20, {"owner": 2}))
     batch = a.take()
-    assert [len(t.changes) for t in batch.transactions] == [1]
+    assert [len(t.changes) for t in in_memory(batch)] == [1]
     assert batch.commit_offset == 4
 
 
@@ -162,7 +170,7 @@ def test_a_transaction_missing_events_is_applied_and_reported() -> None:
     assert info.value.reason == "incomplete_transaction"
     a.add_dead_letter(2, None)  # the caller dead-letters the END, as for any problem
     batch = a.take()
-    assert [len(t.changes) for t in batch.transactions] == [1]
+    assert [len(t.changes) for t in in_memory(batch)] == [1]
     assert batch.commit_offset == 3
 
 
@@ -187,19 +195,19 @@ def test_snapshot_rows_become_visible_together_when_the_snapshot_ends() -> None:
     assert batch.watermark is not None
     assert batch.watermark.commit_lsn == 500
     # Only the batch that ends the snapshot asks the writer to sweep what it did not read.
-    assert [t.completes_snapshot for t in batch.transactions] == [True]
+    assert [t.completes_snapshot for t in in_memory(batch)] == [True]
     assert not a.take().transactions
 
 
 def test_a_streamed_record_closes_a_snapshot_without_last_marker() -> None:
     a = RegionAssembler(R)
     a.add(0, change(None, 500, 1, Snapshot.FIRST))
-    assert [t.completes_snapshot for t in a.take().transactions] == [False]
+    assert [t.completes_snapshot for t in in_memory(a.take())] == [False]
     a.add(1, Heartbeat(R, 7))
     batch = a.take()
     assert batch.watermark is not None
     assert batch.watermark.commit_lsn == 500
     # The rows were written already: an empty unit of work completes the snapshot.
-    assert [(t.completes_snapshot, t.commit_lsn, len(t.changes)) for t in batch.transactions] == [
+    assert [(t.completes_snapshot, t.commit_lsn, len(t.changes)) for t in in_memory(batch)] == [
         (True, 500, 0)
     ]

@@ -4,9 +4,11 @@ for partitions still assigned. (The loop on real Kafka: tests/integration/cdc_co
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
@@ -14,7 +16,8 @@ from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers.assembler import Batch, RegionAssembler
 from cdc_consumers.projector import Projector, _BatchWriter, _Flush
-from schemas.events import Transaction, TxBegin, TxEnd, Watermark
+from schemas.errors import TransientError
+from schemas.events import Op, RowChange, Snapshot, Transaction, TxBegin, TxEnd, Watermark
 from stockcdc.settings import Settings
 
 R = "us-west"
@@ -137,3 +140,76 @@ def test_nothing_written_commits_nothing() -> None:
     consumer = FakeConsumer()
     projector._commit(consumer, FakeDeadLetter(consumer), [])  # type: ignore[arg-type]
     assert consumer.commits == []
+
+
+class FlakySink(ListSink):
+    """Fails the write of `fail_at` (its call number) once, as a ClickHouse hiccup."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def write(
+        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
+    ) -> None:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise TransientError("try again")
+        super().write(region, transactions, watermark)
+
+
+class AssignedConsumer(FakeConsumer):
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        super().__init__()
+        self._assigned = assigned
+
+    def assignment(self) -> set[TopicPartition]:
+        return self._assigned
+
+
+def open_under(directory: Path) -> list[str]:
+    """This process's open files in `directory`."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(f"{directory}/"):
+            out.append(target)
+    return out
+
+
+def test_a_spilled_transaction_is_written_in_chunks_then_made_visible(tmp_path: Path) -> None:
+    """Issue 16 item 7: a transaction past `max_transaction_rows_in_memory` reaches the
+    sink in chunks (a failed one retried alone), the watermark only with the last; its
+    offset is committed after all of them and its spill file is freed."""
+    settings = Settings(
+        max_transaction_rows_in_memory=10, state_dir=tmp_path, write_retry_initial_ms=1
+    )
+    sink = FlakySink(fail_at=3)
+    projector = Projector(settings, sink)
+    tp = TopicPartition(settings.region_list()[0].cdc_topic, 0)
+    consumer = AssignedConsumer({tp})
+    deadletter = FakeDeadLetter(consumer)
+    writer = _BatchWriter(projector._write)
+    projector._sync_assignment(consumer, writer, deadletter)  # type: ignore[arg-type]
+    assembler = projector._assemblers[tp]
+    assembler.add(0, TxBegin(R, 7, 10, 1))
+    for i in range(95):
+        row = RowChange(R, "owner", Op.CREATE, (i,), (i,), 10 + i, 7, 1, Snapshot.NO)
+        assembler.add(1 + i, row)
+        assert assembler.pending_rows <= 10
+    assembler.add(96, TxEnd(R, 7, 200, 95, {"owner": 95}, 2))
+    assert open_under(tmp_path / "spill")
+    projector._hand_over(writer)
+    done = writer.written(wait=True)  # the batch lives on: freed by the writer, not by GC
+    projector._commit(consumer, deadletter, done)  # type: ignore[arg-type]
+    writer.close()
+    assert sink.calls == 11  # the third write failed once and was retried alone
+    assert [len(txs[0].changes) for _, txs, _ in sink.writes] == [10] * 9 + [5]
+    assert [c.lsn for _, txs, _ in sink.writes for c in txs[0].changes] == list(range(10, 105))
+    assert [w for _, _, w in sink.writes] == [None] * 9 + [Watermark(R, 200, 2)]
+    assert consumer.commits == [{tp: OffsetAndMetadata(97, "", -1)}]
+    assert open_under(tmp_path / "spill") == []
+    assert os.listdir(tmp_path / "spill") == []
