@@ -352,10 +352,11 @@ class Projector:
         region = assembler.region
         add = assembler.add
         kinds: Counter[type] = Counter()
+        skew_ms = self.settings.wal_mark_max_skew_ms
         for rec in records:
             try:
                 event: Event = decode(
-                    region, rec.topic, rec.partition, rec.offset, rec.key, rec.value
+                    region, rec.topic, rec.partition, rec.offset, rec.key, rec.value, skew_ms
                 )
             except DecodeError as exc:
                 deadletter.send(region, rec, exc.reason, exc.detail)

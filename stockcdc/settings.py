@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
     write_retry_initial_ms: int = 100
     write_retry_max_ms: int = 10_000
+    # A WAL mark (heartbeat action) may be at most this far ahead of the time Debezium
+    # read it (clock skew between the WMS and Connect hosts); later ones are dead-lettered.
+    wal_mark_max_skew_ms: int = 60_000
     # Reconciliation (read_model/reconcile.py): how long a region may take to reach the
     # WMS snapshot's point before it counts as not comparable, and how often the job in
     # the projector process runs (0: never; `stockcdc reconcile` runs it once).
