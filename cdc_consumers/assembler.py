@@ -137,14 +137,17 @@ class RegionAssembler:
             elif not isinstance(event, Heartbeat | Tombstone):  # these carry no change
                 raise AssertionError(f"unhandled event {event!r}")
         if self._open is None:
-            self._safe_offset = offset + 1
+            # Inside a snapshot the offset stays on its latest row: a restart re-reads that
+            # row, so the new assembler knows a snapshot is open and completes it (that the
+            # snapshot is unfinished lives only in memory, and its LAST may be dead-lettered).
+            self._safe_offset = offset if self._in_snapshot else offset + 1
 
     def add_dead_letter(self, offset: int, table: str | None) -> None:
         """A record of this partition went to the dead-letter topic instead of `add`;
         inside a transaction it is counted so the END's per-table counts still add up."""
         if self._open is not None and table is not None:
             self._open.dead_lettered[table] += 1
-        if self._open is None:
+        if self._open is None and not self._in_snapshot:  # see `add`
             self._safe_offset = offset + 1
 
     def take(self) -> Batch:

@@ -179,7 +179,7 @@ def test_snapshot_rows_become_visible_together_when_the_snapshot_ends() -> None:
     a.add(1, change(None, 500, 2, Snapshot.YES))
     batch = a.take()
     assert batch.row_count == 2
-    assert batch.commit_offset == 2
+    assert batch.commit_offset == 1  # a restart re-reads the latest row: still in snapshot
     assert batch.watermark is None  # written, still invisible
     a.add(2, change(None, 500, 3, Snapshot.LAST))
     batch = a.take()
@@ -203,3 +203,48 @@ def test_a_streamed_record_closes_a_snapshot_without_last_marker() -> None:
     assert [(t.completes_snapshot, t.commit_lsn, len(t.changes)) for t in batch.transactions] == [
         (True, 500, 0)
     ]
+
+
+def restart(records: Sequence[Event | None], commit_offset: int | None) -> RegionAssembler:
+    """A new assembler fed `records` from `commit_offset` on (None: dead-lettered)."""
+    a = RegionAssembler(R)
+    for offset in range(commit_offset or 0, len(records)):
+        event = records[offset]
+        if event is None:
+            a.add_dead_letter(offset, None)
+        else:
+            a.add(offset, event)
+    return a
+
+
+def test_a_snapshot_whose_last_record_is_dead_lettered_completes_after_a_restart() -> None:
+    records: list[Event | None] = [
+        change(None, 500, 1, Snapshot.FIRST),
+        change(None, 500, 2, Snapshot.YES),
+        None,  # the snapshot's LAST, undecodable: dead-lettered
+    ]
+    a = restart(records, 0)
+    batch = a.take()
+    assert [t.completes_snapshot for t in batch.transactions] == [False]
+    assert batch.commit_offset == 1  # not past the last row read: the snapshot is open
+    # The projector restarts from there before any streamed record arrives.
+    records.append(Heartbeat(R, 7))
+    b = restart(records, batch.commit_offset)
+    batch = b.take()
+    assert [(t.completes_snapshot, t.commit_lsn) for t in batch.transactions] == [(True, 500)]
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 500
+    assert batch.commit_offset == 4
+
+
+def test_a_restart_mid_snapshot_reads_its_latest_row_again_then_goes_on() -> None:
+    records: list[Event | None] = [
+        change(None, 500, 1, Snapshot.FIRST),
+        change(None, 500, 2, Snapshot.YES),
+    ]
+    batch = restart(records, 0).take()
+    records.append(change(None, 500, 3, Snapshot.LAST))
+    b = restart(records, batch.commit_offset)
+    batch = b.take()
+    assert [(t.completes_snapshot, len(t.changes)) for t in batch.transactions] == [(True, 2)]
+    assert batch.commit_offset == 3
