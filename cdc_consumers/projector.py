@@ -14,6 +14,7 @@ alone touches the consumer: it commits a flush's offsets once the writer returns
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
@@ -26,7 +27,8 @@ import orjson
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers import metrics
@@ -88,21 +90,40 @@ class Sink(Protocol):
 
 @dataclass
 class DeadLetter:
-    """Publishes records the projection can't apply, with why, to the dead-letter topic."""
+    """Publishes records the projection can't apply, with why, to the dead-letter topic.
+
+    A record larger than `max_bytes` (key + value) is cut to it, so that it fits the
+    producer's and the topic's size limits: headers `<key|value>_truncated_from` (its size)
+    and `<key|value>_sha256` (of the original) say so, and `source` names where the
+    original is kept (region topics are kept forever)."""
 
     producer: KafkaProducer
     topic: str
-    pending: int = 0
+    max_bytes: int = 900_000
+    _sent: list[tuple[str, Future]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Dead letters sent since the last `flush`."""
+        return len(self._sent)
 
     def send(self, region: str, record: Any, reason: str, detail: str) -> None:
+        source = f"{record.topic}[{record.partition}]@{record.offset}"
+        key, clipped_key = _clip("key", record.key, self.max_bytes // 4)
+        value, clipped_value = _clip("value", record.value, self.max_bytes - len(key or b""))
         headers = [
             ("reason", reason.encode()),
             ("detail", detail.encode()[:4000]),
             ("region", region.encode()),
-            ("source", f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+            ("source", source.encode()),
+            *clipped_key,
+            *clipped_value,
         ]
-        self.producer.send(self.topic, key=record.key, value=record.value, headers=headers)
-        self.pending += 1
+        try:
+            future = self.producer.send(self.topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:  # refused before sending (too large for the producer)
+            raise ProjectorError(f"dead letter of {source} not sent ({reason}): {exc}") from exc
+        self._sent.append((source, future))
         metrics.DEADLETTERS.labels(region, reason).inc()
         log.warning(
             "projector.deadletter",
@@ -111,13 +132,36 @@ class DeadLetter:
             detail=detail,
             topic=record.topic,
             offset=record.offset,
+            truncated=bool(clipped_key or clipped_value),
         )
 
     def flush(self) -> None:
-        """Dead letters must be durable before the offsets past them are committed."""
-        if self.pending:
-            self.producer.flush()
-            self.pending = 0
+        """Dead letters must be durable before the offsets past them are committed:
+        raises `ProjectorError` if any send failed (its offset then stays uncommitted,
+        and the record is read and dead-lettered again after the restart)."""
+        if not self._sent:
+            return
+        self.producer.flush()
+        sent, self._sent = self._sent, []
+        failed = [(source, f.exception) for source, f in sent if not f.succeeded()]
+        if failed:
+            source, error = failed[0]
+            raise ProjectorError(
+                f"{len(failed)} of {len(sent)} dead letters not stored, the first of"
+                f" {source}: {error!r}; their offsets are not committed"
+            )
+
+
+def _clip(
+    part: str, data: bytes | None, limit: int
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """`data` cut to `limit` bytes, with the headers saying what it was (none if whole)."""
+    if data is None or len(data) <= limit:
+        return data, []
+    return data[:limit], [
+        (f"{part}_truncated_from", str(len(data)).encode()),
+        (f"{part}_sha256", hashlib.sha256(data).hexdigest().encode()),
+    ]
 
 
 @dataclass
@@ -260,6 +304,7 @@ class Projector:
         deadletter = DeadLetter(
             KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
             self.settings.deadletter_topic,
+            self.settings.deadletter_max_bytes,
         )
         self._await_metadata(consumer)
         consumer.subscribe(topics=sorted(self._regions))

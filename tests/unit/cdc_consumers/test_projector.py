@@ -4,16 +4,20 @@ for partitions still assigned. (The loop on real Kafka: tests/integration/cdc_co
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers.assembler import Batch, RegionAssembler
-from cdc_consumers.projector import Projector, _BatchWriter, _Flush
+from cdc_consumers.projector import DeadLetter, Projector, ProjectorError, _BatchWriter, _Flush
 from schemas.events import Transaction, TxBegin, TxEnd, Watermark
 from stockcdc.settings import Settings
 
@@ -137,3 +141,88 @@ def test_nothing_written_commits_nothing() -> None:
     consumer = FakeConsumer()
     projector._commit(consumer, FakeDeadLetter(consumer), [])  # type: ignore[arg-type]
     assert consumer.commits == []
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeProducer:
+    """Answers each send with a future that `outcome` resolves (None: stored) and, like
+    kafka-python's, refuses at once a record over its `max_request_size`."""
+
+    def __init__(self, outcome: Exception | None = None) -> None:
+        self.outcome = outcome
+        self.sent: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        self.futures: list[Future] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Future:
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > 1_048_576:
+            raise MessageSizeTooLargeError(f"{size} bytes")
+        self.sent.append((key, value, dict(headers)))
+        future = Future()
+        self.futures.append(future)
+        return future
+
+    def flush(self) -> None:
+        for future in self.futures:
+            if self.outcome is None:
+                future.success(None)
+            else:
+                future.failure(self.outcome)
+        self.futures = []
+
+
+def written_flush(tp: TopicPartition) -> list[_Flush]:
+    """One written flush of `tp` with the offset past a dead-lettered record."""
+    return [_Flush([], {tp: OffsetAndMetadata(2, "", -1)})]
+
+
+def test_a_failed_dead_letter_send_stops_the_commit_past_it() -> None:
+    projector = Projector(Settings(), ListSink())
+    tp = TopicPartition("t", 0)
+    projector._assemblers = {tp: RegionAssembler(R)}
+    consumer = FakeConsumer()
+    producer = FakeProducer(KafkaTimeoutError("broker gone"))
+    deadletter = DeadLetter(producer, "dlq")
+    deadletter.send(R, Record("t", 0, 1, b"k", b"poison"), "malformed_json", "bad")
+    with pytest.raises(ProjectorError, match=r"t\[0\]@1.*broker gone"):
+        projector._commit(consumer, deadletter, written_flush(tp))
+    assert consumer.commits == []
+    # A send that succeeds lets the next commit through.
+    producer.outcome = None
+    deadletter.send(R, Record("t", 0, 1, b"k", b"poison"), "malformed_json", "bad")
+    projector._commit(consumer, deadletter, written_flush(tp))
+    assert consumer.commits == [{tp: OffsetAndMetadata(2, "", -1)}]
+
+
+def test_an_oversize_record_is_dead_lettered_cut_with_what_finds_the_original() -> None:
+    producer = FakeProducer()
+    deadletter = DeadLetter(producer, "dlq", max_bytes=900_000)
+    value = b"not json " + bytes(range(256)) * 6_000  # 1.5 MB
+    deadletter.send(R, Record("wms.us-west.cdc", 0, 42, b'{"id": 1}', value), "malformed_json", "")
+    deadletter.send(R, Record("wms.us-west.cdc", 0, 43, b"k", b"small"), "malformed_json", "")
+    deadletter.flush()
+    (key, cut, headers), small = producer.sent
+    assert key == b'{"id": 1}'
+    assert cut == value[: 900_000 - len(key)]
+    assert headers["value_truncated_from"] == str(len(value)).encode()
+    assert headers["value_sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert headers["source"] == b"wms.us-west.cdc[0]@42"
+    assert "key_truncated_from" not in headers
+    assert small[:2] == (b"k", b"small")
+    assert not {"value_truncated_from", "value_sha256"} & set(small[2])
+    huge_key = b"k" * 2_000_000
+    deadletter.send(R, Record("t", 0, 44, huge_key, value), "malformed_json", "")
+    key, cut, headers = producer.sent[-1]
+    assert key == huge_key[:225_000]
+    assert cut is not None
+    assert len(key) + len(cut) == 900_000
+    assert headers["key_sha256"] == hashlib.sha256(huge_key).hexdigest().encode()
