@@ -176,7 +176,8 @@ class _Flush:
 
 class _BatchWriter:
     """The sink's thread: writes handed-over flushes in order, one at a time. At most one
-    more waits while one is written (memory stays bounded; the loop blocks beyond that).
+    more waits while one is written (memory stays bounded: beyond that the loop pauses
+    fetching, see `Projector._pace`).
     A write that fails for good is re-raised on the loop's thread by the next call."""
 
     def __init__(self, write: Callable[[Batch], None]) -> None:
@@ -286,6 +287,7 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,
+            max_poll_interval_ms=s.consumer_max_poll_interval_ms,
             fetch_max_wait_ms=50,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
@@ -334,6 +336,7 @@ class Projector:
                 if oldest_pending is not None and self._due(oldest_pending, writer):
                     self._hand_over(writer)
                     oldest_pending = None
+                self._pace(consumer, writer)
             self.flush(consumer, deadletter, writer)
         finally:
             self._joined = None
@@ -357,13 +360,32 @@ class Projector:
                 time.sleep(0.1)
 
     def _due(self, oldest_pending: float, writer: _BatchWriter) -> bool:
-        """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age unless the
-        writer already has one waiting (then it grows: fewer, larger inserts)."""
+        """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age, once the writer
+        has room (until then it grows: fewer, larger inserts; a full one pauses fetching)."""
+        if not writer.has_room:
+            return False
         rows = sum(a.pending_rows for a in self._assemblers.values())
         if rows >= self.settings.batch_max_rows:
             return True
         age_ms = 1000 * (time.monotonic() - oldest_pending)
-        return age_ms >= self.settings.batch_max_ms and writer.has_room
+        return age_ms >= self.settings.batch_max_ms
+
+    def _pace(self, consumer: KafkaConsumer, writer: _BatchWriter) -> None:
+        """Never block the loop on the writer: while a full batch waits for it (ClickHouse
+        down, retried for minutes) fetching is paused and the loop keeps polling, so the
+        member stays in the group (a loop blocked past `max_poll_interval_ms` is dropped
+        from it, and rejoins into a rebalance, again and again); resumed once it has room."""
+        paused = consumer.paused()
+        rows = sum(a.pending_rows for a in self._assemblers.values())
+        if rows >= self.settings.batch_max_rows and not writer.has_room:
+            fetching = consumer.assignment() - paused
+            if fetching:
+                consumer.pause(*fetching)
+                if not paused:
+                    log.warning("projector.paused", pending_rows=rows)
+        elif paused:
+            consumer.resume(*paused)
+            log.info("projector.resumed")
 
     def _sync_assignment(
         self, consumer: KafkaConsumer, writer: _BatchWriter, deadletter: DeadLetter

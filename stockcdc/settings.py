@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
     write_retry_initial_ms: int = 100
     write_retry_max_ms: int = 10_000
+    # Longest time the consumer may go without polling before the group drops it. The
+    # loop keeps polling (partitions paused) while the writer is behind, so a ClickHouse
+    # outage longer than this does not make the member leave the group.
+    consumer_max_poll_interval_ms: int = 300_000
     # A WAL mark (heartbeat action) may be at most this far ahead of the time Debezium
     # read it (clock skew between the WMS and Connect hosts); later ones are dead-lettered.
     wal_mark_max_skew_ms: int = 60_000
