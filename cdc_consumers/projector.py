@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -427,16 +427,46 @@ class Projector:
                 )
             except DecodeError as exc:
                 deadletter.send(region, rec, exc.reason, exc.detail)
-                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+                assembler.add_dead_letter(rec.offset, *_key_of(rec.key))
                 continue
             kinds[type(event)] += 1
             try:
                 add(rec.offset, event)
             except AssemblyProblem as exc:
                 deadletter.send(region, rec, exc.reason, str(exc))
-                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+                assembler.add_dead_letter(rec.offset, *_key_of(rec.key))
         for kind, n in kinds.items():  # once per poll, not per event: it is the hot loop
             metrics.EVENTS.labels(region, _KINDS.get(kind, "other")).inc(n)
+        if assembler.abandoned:  # before the commit past them, as every dead letter
+            tp = TopicPartition(records[0].topic, records[0].partition)
+            for tx in assembler.abandoned:
+                detail = f"tx {tx.tx_id}: its END (offset {tx.stop_offset}) was dead-lettered"
+                for rec in self._records(tp, tx.first_offset, tx.stop_offset):
+                    if rec.offset not in tx.dead_lettered:
+                        deadletter.send(region, rec, "transaction_without_end", detail)
+            assembler.abandoned.clear()
+
+    def _records(self, tp: TopicPartition, start: int, stop: int) -> Iterator[Any]:
+        """The records of `tp` in [start, stop), read again by a consumer of no group
+        (rare: an abandoned transaction, whose records came in earlier polls too)."""
+        reader = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        try:
+            reader.assign([tp])
+            reader.seek(tp, start)
+            deadline = time.monotonic() + 60
+            while reader.position(tp) < stop:
+                if time.monotonic() > deadline:
+                    raise ProjectorError(f"{tp.topic}[{tp.partition}]@{start}..{stop} unreadable")
+                for rec in reader.poll(timeout_ms=500).get(tp, []):
+                    if rec.offset >= stop:
+                        return
+                    yield rec
+        finally:
+            reader.close()
 
     def _hand_over(self, writer: _BatchWriter) -> None:
         """Take every region's ready transactions and give them to the writer, with the
@@ -519,17 +549,24 @@ def _observe(batch: Batch) -> None:
             metrics.HEARTBEAT_TS.labels(region).set(wm.heartbeat_ts_ms / 1000)
 
 
-def _table_of(key: bytes | None) -> str | None:
-    """Source table of a record from the router's key field ('wms.<r>.public.<table>'),
-    so a dead-lettered change still counts against its transaction's END."""
+def _key_of(key: bytes | None) -> tuple[str | None, int | None]:
+    """What a record's key names, from the router's field: the source table of a change
+    ('wms.<r>.public.<table>'), so a dead-lettered change still counts against its
+    transaction's END; or the transaction of a BEGIN/END ('wms.<r>.transaction', id
+    '<txId>:<lsn>'), so a dead-lettered END is known for its transaction's."""
     if not key:
-        return None
+        return None, None
     try:
-        ident = orjson.loads(key).get(ROUTER_FIELD, "")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    parts = str(ident).split(".")
-    return parts[-1] if len(parts) >= 4 and parts[-2] == "public" else None
+        k = orjson.loads(key)
+        parts = str(k.get(ROUTER_FIELD, "")).split(".")
+        if len(parts) >= 4 and parts[-2] == "public":
+            return parts[-1], None
+        if len(parts) >= 3 and parts[-1] == "transaction":
+            tx, sep, _lsn = str(k.get("id", "")).partition(":")
+            return None, int(tx) if sep else None
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        pass
+    return None, None
 
 
 __all__ = ["DeadLetter", "Projector", "Sink"]

@@ -229,3 +229,24 @@ def test_a_clickhouse_outage_longer_than_the_poll_interval_keeps_the_member_in_i
         admin.close()
         stop(proj, thread)
     assert (REGISTRY.get_sample_value("stockcdc_commit_failures_total") or 0) == commit_failures
+
+
+def test_the_records_of_a_transaction_whose_end_cannot_be_decoded_are_dead_lettered(
+    own: Settings,
+) -> None:
+    sink = Sink()
+    proj, thread = start(own, sink)
+    try:
+        produce(own, [*transaction(own, 6, end=b"not json"), *transaction(own, 7)])
+        wait_for(lambda: committed(own) == 6, what="the records after were not committed")
+        assert sink.owner_ids() == [7]
+    finally:
+        stop(proj, thread)
+    letters = dead_letters(own, 3)
+    topic = own.region(REGION).cdc_topic
+    assert sorted((dict(r.headers)["source"], dict(r.headers)["reason"]) for r in letters) == [
+        (f"{topic}[0]@0".encode(), b"transaction_without_end"),
+        (f"{topic}[0]@1".encode(), b"transaction_without_end"),
+        (f"{topic}[0]@2".encode(), b"malformed_json"),
+    ]
+    assert [r.value for r in letters if r.value.startswith(b"not")] == [b"not json"]

@@ -248,3 +248,46 @@ def test_a_restart_mid_snapshot_reads_its_latest_row_again_then_goes_on() -> Non
     batch = b.take()
     assert [(t.completes_snapshot, len(t.changes)) for t in batch.transactions] == [(True, 2)]
     assert batch.commit_offset == 3
+
+
+def test_a_transaction_whose_end_is_dead_lettered_is_abandoned_not_dropped() -> None:
+    a = RegionAssembler(R)
+    a.add(0, WalMark(R, 5, 900))
+    feed(a, [TxBegin(R, 6, 10, 0), change(6, 10, 1), change(6, 11, 2)], 1)
+    a.add_dead_letter(4, None, 6)  # its END, undecodable (the key names tx 6)
+    assert [(t.tx_id, t.first_offset, t.stop_offset) for t in a.abandoned] == [(6, 1, 4)]
+    batch = a.take()
+    assert batch.transactions == []  # no END: neither whole nor versioned, not applied
+    assert batch.commit_offset == 5  # the caller dead-letters offsets 1-3 before that
+    feed(a, [TxBegin(R, 7, 20, 0), change(7, 20), end(7, 30, {"owner": 1})], 5)
+    assert [t.tx_id for t in a.take().transactions] == [7]
+    assert a.discarded_partial_transactions == 0
+
+
+def test_an_end_dead_lettered_with_an_unreadable_key_is_abandoned_at_the_next_begin() -> None:
+    a = RegionAssembler(R)
+    feed(a, [TxBegin(R, 6, 10, 0), change(6, 10, 1)])
+    a.add_dead_letter(2, "owner")  # a change of it: counted, not its END
+    a.add_dead_letter(3, None)  # no key to tell: maybe its END
+    assert not a.abandoned
+    feed(a, [TxBegin(R, 7, 20, 0), change(7, 20), end(7, 30, {"owner": 1})], 4)
+    (tx,) = a.abandoned
+    assert (tx.tx_id, tx.first_offset, tx.stop_offset, tx.dead_lettered) == (
+        6,
+        0,
+        4,
+        frozenset({2, 3}),
+    )
+    assert [t.tx_id for t in a.take().transactions] == [7]
+    assert a.discarded_partial_transactions == 0
+
+
+def test_a_cut_off_transaction_resent_after_an_unreadable_record_is_still_dropped() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 3, 10, 0))
+    a.add(1, change(3, 10, 1))
+    a.add_dead_letter(2, None)
+    feed(a, [TxBegin(R, 3, 10, 0), change(3, 10, 1), end(3, 12, {"owner": 1})], 3)
+    assert not a.abandoned
+    assert a.discarded_partial_transactions == 1
+    assert [len(t.changes) for t in a.take().transactions] == [1]

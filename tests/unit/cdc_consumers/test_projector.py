@@ -5,11 +5,14 @@ for partitions still assigned. (The loop on real Kafka: tests/integration/cdc_co
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
@@ -17,6 +20,7 @@ from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers.assembler import Batch, RegionAssembler
+from cdc_consumers.decode import ROUTER_FIELD
 from cdc_consumers.projector import DeadLetter, Projector, ProjectorError, _BatchWriter, _Flush
 from schemas.events import Transaction, TxBegin, TxEnd, Watermark
 from stockcdc.settings import Settings
@@ -226,3 +230,57 @@ def test_an_oversize_record_is_dead_lettered_cut_with_what_finds_the_original() 
     assert cut is not None
     assert len(key) + len(cut) == 900_000
     assert headers["key_sha256"] == hashlib.sha256(huge_key).hexdigest().encode()
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def tx_records(tx: int, offset: int, end: bytes | None = None) -> list[Record]:
+    """BEGIN, an owner insert, END of tx `tx` on wms.us-west.cdc from `offset` (`end`:
+    other bytes in the END's place)."""
+    change = json.loads((SAMPLES / "create_owner.json").read_text())
+    change["value"]["source"].update({"txId": tx, "lsn": 100 * tx})
+    begin = {"status": "BEGIN", "id": f"{tx}:{100 * tx}", "ts_ms": 1}
+    end_value = {
+        "status": "END",
+        "id": f"{tx}:{100 * tx + 10}",
+        "event_count": 1,
+        "data_collections": [{"data_collection": "public.owner", "event_count": 1}],
+        "ts_ms": 2,
+    }
+    tx_key = {ROUTER_FIELD: "wms.us-west.transaction"}
+    return [
+        Record("wms.us-west.cdc", 0, offset, orjson.dumps({**tx_key, "id": begin["id"]}),
+               orjson.dumps(begin)),
+        Record("wms.us-west.cdc", 0, offset + 1, orjson.dumps(change["key"]),
+               orjson.dumps(change["value"])),
+        Record("wms.us-west.cdc", 0, offset + 2, orjson.dumps({**tx_key, "id": end_value["id"]}),
+               orjson.dumps(end_value) if end is None else end),
+    ]  # fmt: skip
+
+
+def test_the_changes_of_a_transaction_whose_end_is_dead_lettered_are_dead_lettered() -> None:
+    records = [*tx_records(6, 0, end=b"not json"), *tx_records(7, 3)]
+    projector = Projector(Settings(), ListSink())
+    reads: list[tuple[int, int]] = []
+
+    def read_again(tp: TopicPartition, start: int, stop: int) -> Iterator[Record]:
+        reads.append((start, stop))
+        return iter(records[start:stop])
+
+    projector._records = read_again  # type: ignore[method-assign]
+    assembler = RegionAssembler(R)
+    producer = FakeProducer()
+    deadletter = DeadLetter(producer, "dlq")
+    projector._feed(assembler, records[:2], deadletter)  # the END comes with the next poll
+    projector._feed(assembler, records[2:], deadletter)
+    assert reads == [(0, 2)]
+    assert [(h["source"], h["reason"]) for _k, _v, h in producer.sent] == [
+        (b"wms.us-west.cdc[0]@2", b"malformed_json"),
+        (b"wms.us-west.cdc[0]@0", b"transaction_without_end"),
+        (b"wms.us-west.cdc[0]@1", b"transaction_without_end"),
+    ]
+    assert producer.sent[2][1] == records[1].value  # the original bytes
+    batch = assembler.take()
+    assert [t.tx_id for t in batch.transactions] == [7]
+    assert batch.commit_offset == 6
