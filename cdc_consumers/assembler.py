@@ -92,11 +92,25 @@ class Batch:
         return not self.transactions and self.watermark is None and self.commit_offset is None
 
 
+@dataclass(frozen=True)
+class AbandonedTx:
+    """A transaction whose END was dead-lettered: its records in [`first_offset`,
+    `stop_offset`) go to the dead-letter topic too, except `dead_lettered` (already there)."""
+
+    tx_id: int
+    first_offset: int
+    stop_offset: int
+    dead_lettered: frozenset[int]
+
+
 @dataclass
 class _OpenTx:
     begin: TxBegin
+    offset: int  # of the BEGIN
     changes: list[RowChange | Truncate] = field(default_factory=list)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    dead_offsets: set[int] = field(default_factory=set)
+    maybe_ended: bool = False  # a dead-lettered record of unknown kind may be its END
     spill: SpillFile | None = None  # the changes before `changes`, once too many
     spilled: Counter[str] = field(default_factory=Counter)  # per table, in `spill`
 
@@ -144,6 +158,7 @@ class RegionAssembler:
         self._safe_offset: int | None = None
         self._committed_offset: int | None = None
         self.discarded_partial_transactions = 0
+        self.abandoned: list[AbandonedTx] = []  # the caller dead-letters and clears them
 
     @property
     def watermark(self) -> Watermark:
@@ -190,7 +205,7 @@ class RegionAssembler:
             if self._in_snapshot:
                 self._end_snapshot()  # the first streamed record closes the snapshot
             if isinstance(event, TxBegin):
-                self._begin(event)
+                self._begin(offset, event)
             elif isinstance(event, TxEnd):
                 self._end(event)
             elif isinstance(event, RowChange | Truncate):
@@ -200,14 +215,26 @@ class RegionAssembler:
             elif not isinstance(event, Heartbeat | Tombstone):  # these carry no change
                 raise AssertionError(f"unhandled event {event!r}")
         if self._open is None:
-            self._safe_offset = offset + 1
+            # Inside a snapshot the offset stays on its latest row: a restart re-reads that
+            # row, so the new assembler knows a snapshot is open and completes it (that the
+            # snapshot is unfinished lives only in memory, and its LAST may be dead-lettered).
+            self._safe_offset = offset if self._in_snapshot else offset + 1
 
-    def add_dead_letter(self, offset: int, table: str | None) -> None:
+    def add_dead_letter(self, offset: int, table: str | None, tx_id: int | None = None) -> None:
         """A record of this partition went to the dead-letter topic instead of `add`;
-        inside a transaction it is counted so the END's per-table counts still add up."""
-        if self._open is not None and table is not None:
-            self._open.dead_lettered[table] += 1
-        if self._open is None:
+        `table` or `tx_id` say what its key names (a change of that table, a BEGIN or END
+        of that transaction). Inside a transaction it is counted so the END's per-table
+        counts still add up; a BEGIN/END of the open transaction is taken for its END."""
+        open_tx = self._open
+        if open_tx is not None:
+            open_tx.dead_offsets.add(offset)
+            if table is not None:
+                open_tx.dead_lettered[table] += 1
+            elif tx_id == open_tx.begin.tx_id:
+                self._abandon(offset)
+            elif tx_id is None:
+                open_tx.maybe_ended = True
+        if self._open is None and not self._in_snapshot:  # see `add`
             self._safe_offset = offset + 1
 
     def close(self) -> None:
@@ -241,20 +268,45 @@ class RegionAssembler:
 
     # --- record kinds -------------------------------------------------------------
 
-    def _begin(self, begin: TxBegin) -> None:
+    def _begin(self, offset: int, begin: TxBegin) -> None:
         if self._open is not None:
-            # Debezium re-sends a transaction from its BEGIN after a connector restart;
-            # the cut-off copy is dropped, the full one follows.
-            self.discarded_partial_transactions += 1
-            log.warning(
-                "assembler.partial_transaction_dropped",
-                region=self.region,
-                tx_id=self._open.begin.tx_id,
-                changes=self._open.row_count,
+            if self._open.maybe_ended and self._open.begin.tx_id != begin.tx_id:
+                self._abandon(offset)  # its END was likely the record dead-lettered
+            else:
+                # Debezium re-sends a transaction from its BEGIN after a connector restart;
+                # the cut-off copy is dropped, the full one follows.
+                self.discarded_partial_transactions += 1
+                log.warning(
+                    "assembler.partial_transaction_dropped",
+                    region=self.region,
+                    tx_id=self._open.begin.tx_id,
+                    changes=self._open.row_count,
+                )
+                if self._open.spill is not None:
+                    self._open.spill.close()
+        self._open = _OpenTx(begin, offset)
+
+    def _abandon(self, stop_offset: int) -> None:
+        """The open transaction's END was dead-lettered: nothing says the transaction is
+        whole, nor gives its commit LSN (the version of its rows and the watermark), so
+        it is not applied (decision 4: whole or not at all); its records are handed to
+        the caller to dead-letter (decision 7: reported, nothing lost)."""
+        open_tx, self._open = self._open, None
+        assert open_tx is not None
+        if open_tx.spill is not None:
+            open_tx.spill.close()  # the caller re-reads the records from the topic
+        self.abandoned.append(
+            AbandonedTx(
+                open_tx.begin.tx_id, open_tx.offset, stop_offset, frozenset(open_tx.dead_offsets)
             )
-            if self._open.spill is not None:
-                self._open.spill.close()
-        self._open = _OpenTx(begin)
+        )
+        log.error(
+            "assembler.transaction_without_end",
+            region=self.region,
+            tx_id=open_tx.begin.tx_id,
+            changes=open_tx.row_count,
+            offsets=f"{open_tx.offset}..{stop_offset - 1}",
+        )
 
     def _change(self, change: RowChange | Truncate) -> None:
         if self._open is None or change.tx_id != self._open.begin.tx_id:

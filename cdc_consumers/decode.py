@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -185,6 +186,14 @@ def _plan_of(spec: TableSpec) -> _Plan:
 _PLANS: Mapping[str, _Plan] = {name: _plan_of(spec) for name, spec in WMS_MODEL.items()}
 
 
+#: Default of `Settings.wal_mark_max_skew_ms`: how far a WAL mark may be ahead of the
+#: time Debezium read it.
+WAL_MARK_MAX_SKEW_MS = 60_000
+#: Latest time a watermark column holds: DateTime64(3, 'UTC') ends 2299-12-31T23:59:59.999Z.
+_MAX_MARK_MS = 10_413_791_999_999
+_MARK_DIGITS = re.compile(rb"[0-9]{1,19}")
+
+
 def decode(
     region: str,
     topic: str,
@@ -192,8 +201,10 @@ def decode(
     offset: int,
     key: bytes | None,
     value: bytes | None,
+    wal_mark_max_skew_ms: int = WAL_MARK_MAX_SKEW_MS,
 ) -> Event:
-    """Decode one record of `region`'s CDC topic; raises `DecodeError` when it can't."""
+    """Decode one record of `region`'s CDC topic; raises `DecodeError` when it can't.
+    A WAL mark more than `wal_mark_max_skew_ms` ahead of its record's time is refused."""
     if value is not None:
         fast = _fast_change(region, value)
         if fast is not None:
@@ -207,7 +218,7 @@ def decode(
     try:
         if "op" in v:
             if v["op"] == "m":
-                return _wal_mark(region, v, where)
+                return _wal_mark(region, v, where, wal_mark_max_skew_ms)
             return _data_event(region, v, where)
         if "status" in v:
             return _tx_event(region, v, where)
@@ -398,20 +409,37 @@ def _source_lsn(src: dict[str, Any], where: str) -> int:
     return lsn
 
 
-def _wal_mark(region: str, v: dict[str, Any], where: str) -> WalMark:
+def _wal_mark(region: str, v: dict[str, Any], where: str, max_skew_ms: int) -> WalMark:
     """The heartbeat action's logical-decoding message; any other message is unexpected
-    (the connector captures only this prefix), so it is dead-lettered, not ignored."""
+    (the connector captures only this prefix), so it is dead-lettered, not ignored.
+
+    Any WMS login can write a message with this prefix, so the mark is checked before it
+    may move a watermark: plain decimal digits (no sign, no `_`), within what the
+    watermark column holds (a larger one crashed the writer, replayed on every restart),
+    and not after the record's own time (Debezium's `ts_ms`, when it read the message,
+    later than the WMS clock it carries) plus `max_skew_ms` of clock skew (a future mark
+    would fake freshness until that time)."""
     src, msg = v["source"], v["message"]
     _check_region(region, src["name"], where)
     if msg["prefix"] != WAL_MARK_PREFIX:
         raise DecodeError("unexpected_message", f"{where}: message prefix {msg['prefix']!r}")
     lsn = _source_lsn(src, where)
     try:
-        ts_ms = int(base64.b64decode(msg["content"], validate=True).decode("ascii"))
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError) as exc:
+        content = base64.b64decode(msg["content"], validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
         raise DecodeError(
             "unexpected_shape", f"{where}: message content {msg['content']!r}"
         ) from exc
+    if not _MARK_DIGITS.fullmatch(content):
+        raise DecodeError("implausible_wal_mark", f"{where}: content {content[:40]!r}")
+    ts_ms = int(content)
+    seen = [t for t in (v.get("ts_ms"), src.get("ts_ms")) if type(t) is int]
+    if ts_ms > _MAX_MARK_MS or not seen or ts_ms > max(seen) + max_skew_ms:
+        raise DecodeError(
+            "implausible_wal_mark",
+            f"{where}: mark {ts_ms} vs record time {max(seen, default=None)}"
+            f" (allowed skew {max_skew_ms} ms, limit {_MAX_MARK_MS})",
+        )
     return WalMark(region, lsn, ts_ms)
 
 

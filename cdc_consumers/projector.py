@@ -14,11 +14,12 @@ alone touches the consumer: it commits a flush's offsets once the writer returns
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +27,8 @@ import orjson
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers import metrics
@@ -88,21 +90,40 @@ class Sink(Protocol):
 
 @dataclass
 class DeadLetter:
-    """Publishes records the projection can't apply, with why, to the dead-letter topic."""
+    """Publishes records the projection can't apply, with why, to the dead-letter topic.
+
+    A record larger than `max_bytes` (key + value) is cut to it, so that it fits the
+    producer's and the topic's size limits: headers `<key|value>_truncated_from` (its size)
+    and `<key|value>_sha256` (of the original) say so, and `source` names where the
+    original is kept (region topics are kept forever)."""
 
     producer: KafkaProducer
     topic: str
-    pending: int = 0
+    max_bytes: int = 900_000
+    _sent: list[tuple[str, Future]] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Dead letters sent since the last `flush`."""
+        return len(self._sent)
 
     def send(self, region: str, record: Any, reason: str, detail: str) -> None:
+        source = f"{record.topic}[{record.partition}]@{record.offset}"
+        key, clipped_key = _clip("key", record.key, self.max_bytes // 4)
+        value, clipped_value = _clip("value", record.value, self.max_bytes - len(key or b""))
         headers = [
             ("reason", reason.encode()),
             ("detail", detail.encode()[:4000]),
             ("region", region.encode()),
-            ("source", f"{record.topic}[{record.partition}]@{record.offset}".encode()),
+            ("source", source.encode()),
+            *clipped_key,
+            *clipped_value,
         ]
-        self.producer.send(self.topic, key=record.key, value=record.value, headers=headers)
-        self.pending += 1
+        try:
+            future = self.producer.send(self.topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:  # refused before sending (too large for the producer)
+            raise ProjectorError(f"dead letter of {source} not sent ({reason}): {exc}") from exc
+        self._sent.append((source, future))
         metrics.DEADLETTERS.labels(region, reason).inc()
         log.warning(
             "projector.deadletter",
@@ -111,13 +132,36 @@ class DeadLetter:
             detail=detail,
             topic=record.topic,
             offset=record.offset,
+            truncated=bool(clipped_key or clipped_value),
         )
 
     def flush(self) -> None:
-        """Dead letters must be durable before the offsets past them are committed."""
-        if self.pending:
-            self.producer.flush()
-            self.pending = 0
+        """Dead letters must be durable before the offsets past them are committed:
+        raises `ProjectorError` if any send failed (its offset then stays uncommitted,
+        and the record is read and dead-lettered again after the restart)."""
+        if not self._sent:
+            return
+        self.producer.flush()
+        sent, self._sent = self._sent, []
+        failed = [(source, f.exception) for source, f in sent if not f.succeeded()]
+        if failed:
+            source, error = failed[0]
+            raise ProjectorError(
+                f"{len(failed)} of {len(sent)} dead letters not stored, the first of"
+                f" {source}: {error!r}; their offsets are not committed"
+            )
+
+
+def _clip(
+    part: str, data: bytes | None, limit: int
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """`data` cut to `limit` bytes, with the headers saying what it was (none if whole)."""
+    if data is None or len(data) <= limit:
+        return data, []
+    return data[:limit], [
+        (f"{part}_truncated_from", str(len(data)).encode()),
+        (f"{part}_sha256", hashlib.sha256(data).hexdigest().encode()),
+    ]
 
 
 @dataclass
@@ -132,7 +176,8 @@ class _Flush:
 
 class _BatchWriter:
     """The sink's thread: writes handed-over flushes in order, one at a time. At most one
-    more waits while one is written (memory stays bounded; the loop blocks beyond that).
+    more waits while one is written (memory stays bounded: beyond that the loop pauses
+    fetching, see `Projector._pace`).
     A write that fails for good is re-raised on the loop's thread by the next call."""
 
     def __init__(self, write: Callable[[Batch], None]) -> None:
@@ -244,6 +289,7 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,
+            max_poll_interval_ms=s.consumer_max_poll_interval_ms,
             fetch_max_wait_ms=50,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
@@ -262,6 +308,7 @@ class Projector:
         deadletter = DeadLetter(
             KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
             self.settings.deadletter_topic,
+            self.settings.deadletter_max_bytes,
         )
         self._await_metadata(consumer)
         consumer.subscribe(topics=sorted(self._regions))
@@ -291,6 +338,7 @@ class Projector:
                 if oldest_pending is not None and self._due(oldest_pending, writer):
                     self._hand_over(writer)
                     oldest_pending = None
+                self._pace(consumer, writer)
             self.flush(consumer, deadletter, writer)
         finally:
             self._joined = None
@@ -316,13 +364,32 @@ class Projector:
                 time.sleep(0.1)
 
     def _due(self, oldest_pending: float, writer: _BatchWriter) -> bool:
-        """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age unless the
-        writer already has one waiting (then it grows: fewer, larger inserts)."""
+        """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age, once the writer
+        has room (until then it grows: fewer, larger inserts; a full one pauses fetching)."""
+        if not writer.has_room:
+            return False
         rows = sum(a.pending_rows for a in self._assemblers.values())
         if rows >= self.settings.batch_max_rows:
             return True
         age_ms = 1000 * (time.monotonic() - oldest_pending)
-        return age_ms >= self.settings.batch_max_ms and writer.has_room
+        return age_ms >= self.settings.batch_max_ms
+
+    def _pace(self, consumer: KafkaConsumer, writer: _BatchWriter) -> None:
+        """Never block the loop on the writer: while a full batch waits for it (ClickHouse
+        down, retried for minutes) fetching is paused and the loop keeps polling, so the
+        member stays in the group (a loop blocked past `max_poll_interval_ms` is dropped
+        from it, and rejoins into a rebalance, again and again); resumed once it has room."""
+        paused = consumer.paused()
+        rows = sum(a.pending_rows for a in self._assemblers.values())
+        if rows >= self.settings.batch_max_rows and not writer.has_room:
+            fetching = consumer.assignment() - paused
+            if fetching:
+                consumer.pause(*fetching)
+                if not paused:
+                    log.warning("projector.paused", pending_rows=rows)
+        elif paused:
+            consumer.resume(*paused)
+            log.info("projector.resumed")
 
     def _sync_assignment(
         self, consumer: KafkaConsumer, writer: _BatchWriter, deadletter: DeadLetter
@@ -361,23 +428,54 @@ class Projector:
         region = assembler.region
         add = assembler.add
         kinds: Counter[type] = Counter()
+        skew_ms = self.settings.wal_mark_max_skew_ms
         for rec in records:
             try:
                 event: Event = decode(
-                    region, rec.topic, rec.partition, rec.offset, rec.key, rec.value
+                    region, rec.topic, rec.partition, rec.offset, rec.key, rec.value, skew_ms
                 )
             except DecodeError as exc:
                 deadletter.send(region, rec, exc.reason, exc.detail)
-                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+                assembler.add_dead_letter(rec.offset, *_key_of(rec.key))
                 continue
             kinds[type(event)] += 1
             try:
                 add(rec.offset, event)
             except AssemblyProblem as exc:
                 deadletter.send(region, rec, exc.reason, str(exc))
-                assembler.add_dead_letter(rec.offset, _table_of(rec.key))
+                assembler.add_dead_letter(rec.offset, *_key_of(rec.key))
         for kind, n in kinds.items():  # once per poll, not per event: it is the hot loop
             metrics.EVENTS.labels(region, _KINDS.get(kind, "other")).inc(n)
+        if assembler.abandoned:  # before the commit past them, as every dead letter
+            tp = TopicPartition(records[0].topic, records[0].partition)
+            for tx in assembler.abandoned:
+                detail = f"tx {tx.tx_id}: its END (offset {tx.stop_offset}) was dead-lettered"
+                for rec in self._records(tp, tx.first_offset, tx.stop_offset):
+                    if rec.offset not in tx.dead_lettered:
+                        deadletter.send(region, rec, "transaction_without_end", detail)
+            assembler.abandoned.clear()
+
+    def _records(self, tp: TopicPartition, start: int, stop: int) -> Iterator[Any]:
+        """The records of `tp` in [start, stop), read again by a consumer of no group
+        (rare: an abandoned transaction, whose records came in earlier polls too)."""
+        reader = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        try:
+            reader.assign([tp])
+            reader.seek(tp, start)
+            deadline = time.monotonic() + 60
+            while reader.position(tp) < stop:
+                if time.monotonic() > deadline:
+                    raise ProjectorError(f"{tp.topic}[{tp.partition}]@{start}..{stop} unreadable")
+                for rec in reader.poll(timeout_ms=500).get(tp, []):
+                    if rec.offset >= stop:
+                        return
+                    yield rec
+        finally:
+            reader.close()
 
     def _hand_over(self, writer: _BatchWriter) -> None:
         """Take every region's ready transactions and give them to the writer, with the
@@ -471,17 +569,24 @@ def _observe(batch: Batch) -> None:
             metrics.HEARTBEAT_TS.labels(region).set(wm.heartbeat_ts_ms / 1000)
 
 
-def _table_of(key: bytes | None) -> str | None:
-    """Source table of a record from the router's key field ('wms.<r>.public.<table>'),
-    so a dead-lettered change still counts against its transaction's END."""
+def _key_of(key: bytes | None) -> tuple[str | None, int | None]:
+    """What a record's key names, from the router's field: the source table of a change
+    ('wms.<r>.public.<table>'), so a dead-lettered change still counts against its
+    transaction's END; or the transaction of a BEGIN/END ('wms.<r>.transaction', id
+    '<txId>:<lsn>'), so a dead-lettered END is known for its transaction's."""
     if not key:
-        return None
+        return None, None
     try:
-        ident = orjson.loads(key).get(ROUTER_FIELD, "")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    parts = str(ident).split(".")
-    return parts[-1] if len(parts) >= 4 and parts[-2] == "public" else None
+        k = orjson.loads(key)
+        parts = str(k.get(ROUTER_FIELD, "")).split(".")
+        if len(parts) >= 4 and parts[-2] == "public":
+            return parts[-1], None
+        if len(parts) >= 3 and parts[-1] == "transaction":
+            tx, sep, _lsn = str(k.get("id", "")).partition(":")
+            return None, int(tx) if sep else None
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        pass
+    return None, None
 
 
 __all__ = ["DeadLetter", "Projector", "Sink"]

@@ -139,6 +139,17 @@ class Settings(BaseSettings):
     # Backoff of retried ClickHouse writes (transient errors), doubling up to the max.
     write_retry_initial_ms: int = 100
     write_retry_max_ms: int = 10_000
+    # Longest time the consumer may go without polling before the group drops it. The
+    # loop keeps polling (partitions paused) while the writer is behind, so a ClickHouse
+    # outage longer than this does not make the member leave the group.
+    consumer_max_poll_interval_ms: int = 300_000
+    # A WAL mark (heartbeat action) may be at most this far ahead of the time Debezium
+    # read it (clock skew between the WMS and Connect hosts); later ones are dead-lettered.
+    wal_mark_max_skew_ms: int = 60_000
+    # Largest key + value sent whole to the dead-letter topic (below the producer's 1 MiB
+    # max_request_size and the topic's default max.message.bytes, headers included);
+    # larger records are cut to it, with headers naming their size, sha256 and source.
+    deadletter_max_bytes: int = 900_000
     # Reconciliation (read_model/reconcile.py): how long a region may take to reach the
     # WMS snapshot's point before it counts as not comparable, and how often the job in
     # the projector process runs (0: never; `stockcdc reconcile` runs it once).

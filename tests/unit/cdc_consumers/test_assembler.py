@@ -187,7 +187,7 @@ def test_snapshot_rows_become_visible_together_when_the_snapshot_ends() -> None:
     a.add(1, change(None, 500, 2, Snapshot.YES))
     batch = a.take()
     assert batch.row_count == 2
-    assert batch.commit_offset == 2
+    assert batch.commit_offset == 1  # a restart re-reads the latest row: still in snapshot
     assert batch.watermark is None  # written, still invisible
     a.add(2, change(None, 500, 3, Snapshot.LAST))
     batch = a.take()
@@ -211,3 +211,91 @@ def test_a_streamed_record_closes_a_snapshot_without_last_marker() -> None:
     assert [(t.completes_snapshot, t.commit_lsn, len(t.changes)) for t in in_memory(batch)] == [
         (True, 500, 0)
     ]
+
+
+def restart(records: Sequence[Event | None], commit_offset: int | None) -> RegionAssembler:
+    """A new assembler fed `records` from `commit_offset` on (None: dead-lettered)."""
+    a = RegionAssembler(R)
+    for offset in range(commit_offset or 0, len(records)):
+        event = records[offset]
+        if event is None:
+            a.add_dead_letter(offset, None)
+        else:
+            a.add(offset, event)
+    return a
+
+
+def test_a_snapshot_whose_last_record_is_dead_lettered_completes_after_a_restart() -> None:
+    records: list[Event | None] = [
+        change(None, 500, 1, Snapshot.FIRST),
+        change(None, 500, 2, Snapshot.YES),
+        None,  # the snapshot's LAST, undecodable: dead-lettered
+    ]
+    a = restart(records, 0)
+    batch = a.take()
+    assert [t.completes_snapshot for t in in_memory(batch)] == [False]
+    assert batch.commit_offset == 1  # not past the last row read: the snapshot is open
+    # The projector restarts from there before any streamed record arrives.
+    records.append(Heartbeat(R, 7))
+    b = restart(records, batch.commit_offset)
+    batch = b.take()
+    assert [(t.completes_snapshot, t.commit_lsn) for t in in_memory(batch)] == [(True, 500)]
+    assert batch.watermark is not None
+    assert batch.watermark.commit_lsn == 500
+    assert batch.commit_offset == 4
+
+
+def test_a_restart_mid_snapshot_reads_its_latest_row_again_then_goes_on() -> None:
+    records: list[Event | None] = [
+        change(None, 500, 1, Snapshot.FIRST),
+        change(None, 500, 2, Snapshot.YES),
+    ]
+    batch = restart(records, 0).take()
+    records.append(change(None, 500, 3, Snapshot.LAST))
+    b = restart(records, batch.commit_offset)
+    batch = b.take()
+    assert [(t.completes_snapshot, len(t.changes)) for t in in_memory(batch)] == [(True, 2)]
+    assert batch.commit_offset == 3
+
+
+def test_a_transaction_whose_end_is_dead_lettered_is_abandoned_not_dropped() -> None:
+    a = RegionAssembler(R)
+    a.add(0, WalMark(R, 5, 900))
+    feed(a, [TxBegin(R, 6, 10, 0), change(6, 10, 1), change(6, 11, 2)], 1)
+    a.add_dead_letter(4, None, 6)  # its END, undecodable (the key names tx 6)
+    assert [(t.tx_id, t.first_offset, t.stop_offset) for t in a.abandoned] == [(6, 1, 4)]
+    batch = a.take()
+    assert batch.transactions == []  # no END: neither whole nor versioned, not applied
+    assert batch.commit_offset == 5  # the caller dead-letters offsets 1-3 before that
+    feed(a, [TxBegin(R, 7, 20, 0), change(7, 20), end(7, 30, {"owner": 1})], 5)
+    assert [t.tx_id for t in a.take().transactions] == [7]
+    assert a.discarded_partial_transactions == 0
+
+
+def test_an_end_dead_lettered_with_an_unreadable_key_is_abandoned_at_the_next_begin() -> None:
+    a = RegionAssembler(R)
+    feed(a, [TxBegin(R, 6, 10, 0), change(6, 10, 1)])
+    a.add_dead_letter(2, "owner")  # a change of it: counted, not its END
+    a.add_dead_letter(3, None)  # no key to tell: maybe its END
+    assert not a.abandoned
+    feed(a, [TxBegin(R, 7, 20, 0), change(7, 20), end(7, 30, {"owner": 1})], 4)
+    (tx,) = a.abandoned
+    assert (tx.tx_id, tx.first_offset, tx.stop_offset, tx.dead_lettered) == (
+        6,
+        0,
+        4,
+        frozenset({2, 3}),
+    )
+    assert [t.tx_id for t in a.take().transactions] == [7]
+    assert a.discarded_partial_transactions == 0
+
+
+def test_a_cut_off_transaction_resent_after_an_unreadable_record_is_still_dropped() -> None:
+    a = RegionAssembler(R)
+    a.add(0, TxBegin(R, 3, 10, 0))
+    a.add(1, change(3, 10, 1))
+    a.add_dead_letter(2, None)
+    feed(a, [TxBegin(R, 3, 10, 0), change(3, 10, 1), end(3, 12, {"owner": 1})], 3)
+    assert not a.abandoned
+    assert a.discarded_partial_transactions == 1
+    assert [len(t.changes) for t in in_memory(a.take())] == [1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -179,7 +180,7 @@ def test_wal_mark() -> None:
     ("field", "value", "reason"),
     [
         ("prefix", "someone.else", "unexpected_message"),
-        ("content", "bm90IGEgbnVtYmVy", "unexpected_shape"),  # "not a number"
+        ("content", "bm90IGEgbnVtYmVy", "implausible_wal_mark"),  # "not a number"
         ("content", "%%%", "unexpected_shape"),
     ],
 )
@@ -189,6 +190,57 @@ def test_any_other_message_is_dead_lettered(field: str, value: str, reason: str)
     with pytest.raises(DecodeError) as err:
         decode("us-west", s["topic"], 0, s["offset"], *raw(s))
     assert err.value.reason == reason
+
+
+def wal_mark(content: bytes, envelope_ts_ms: object = 1795809021992) -> tuple[bytes, bytes]:
+    """The sample WAL mark with other content (and envelope time); source.ts_ms is
+    earlier than the mark in real records (see samples/wal_mark.json)."""
+    s = sample("wal_mark")
+    s["value"]["message"]["content"] = base64.b64encode(content).decode()
+    s["value"]["ts_ms"] = envelope_ts_ms
+    k, v = raw(s)
+    assert k is not None
+    assert v is not None
+    return k, v
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"10000000000000000000000",  # beyond int64: crashed the writer (OverflowError)
+        b"9223372036854775807",  # int64 max, beyond any DateTime64
+        b"-1",
+        b"+1795809021937",
+        b"1_795_809_021_937",
+        b" 1795809021937",
+        b"1795809021937.5",
+        b"",
+        b"\xff\xfe",
+        str(1795809021992 + 60_001).encode(),  # ahead of the record's time beyond the skew
+        str(1795809021992 + 365 * 86_400_000).encode(),  # a year ahead: fake freshness
+    ],
+)
+def test_an_implausible_wal_mark_is_dead_lettered_never_applied(content: bytes) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode("us-west", "wms.us-west.cdc", 0, 39, *wal_mark(content))
+    assert err.value.reason == "implausible_wal_mark"
+
+
+def test_a_wal_mark_may_be_ahead_of_its_record_by_the_clock_skew_allowed() -> None:
+    ahead = str(1795809021992 + 60_000).encode()
+    mark = decode("us-west", "wms.us-west.cdc", 0, 39, *wal_mark(ahead))
+    assert isinstance(mark, WalMark)
+    assert mark.ts_ms == 1795809021992 + 60_000
+    with pytest.raises(DecodeError) as err:
+        decode("us-west", "wms.us-west.cdc", 0, 39, *wal_mark(ahead), wal_mark_max_skew_ms=1000)
+    assert err.value.reason == "implausible_wal_mark"
+    # An old mark is plausible (it never moves a watermark back); no record time is not.
+    assert isinstance(decode("us-west", "t", 0, 39, *wal_mark(b"0")), WalMark)
+    s = sample("wal_mark")
+    del s["value"]["ts_ms"], s["value"]["source"]["ts_ms"]
+    with pytest.raises(DecodeError) as err:
+        decode("us-west", "t", 0, 39, *raw(s))
+    assert err.value.reason == "implausible_wal_mark"
 
 
 def test_a_truncate_assembles_into_its_transaction() -> None:

@@ -4,18 +4,25 @@ for partitions still assigned. (The loop on real Kafka: tests/integration/cdc_co
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import orjson
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers.assembler import Batch, RegionAssembler
-from cdc_consumers.projector import Projector, _BatchWriter, _Flush
+from cdc_consumers.decode import ROUTER_FIELD
+from cdc_consumers.projector import DeadLetter, Projector, ProjectorError, _BatchWriter, _Flush
 from schemas.errors import TransientError
 from schemas.events import Op, RowChange, Snapshot, Transaction, TxBegin, TxEnd, Watermark
 from stockcdc.settings import Settings
@@ -213,3 +220,142 @@ def test_a_spilled_transaction_is_written_in_chunks_then_made_visible(tmp_path: 
     assert consumer.commits == [{tp: OffsetAndMetadata(97, "", -1)}]
     assert open_under(tmp_path / "spill") == []
     assert os.listdir(tmp_path / "spill") == []
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeProducer:
+    """Answers each send with a future that `outcome` resolves (None: stored) and, like
+    kafka-python's, refuses at once a record over its `max_request_size`."""
+
+    def __init__(self, outcome: Exception | None = None) -> None:
+        self.outcome = outcome
+        self.sent: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = []
+        self.futures: list[Future] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> Future:
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > 1_048_576:
+            raise MessageSizeTooLargeError(f"{size} bytes")
+        self.sent.append((key, value, dict(headers)))
+        future = Future()
+        self.futures.append(future)
+        return future
+
+    def flush(self) -> None:
+        for future in self.futures:
+            if self.outcome is None:
+                future.success(None)
+            else:
+                future.failure(self.outcome)
+        self.futures = []
+
+
+def written_flush(tp: TopicPartition) -> list[_Flush]:
+    """One written flush of `tp` with the offset past a dead-lettered record."""
+    return [_Flush([], {tp: OffsetAndMetadata(2, "", -1)})]
+
+
+def test_a_failed_dead_letter_send_stops_the_commit_past_it() -> None:
+    projector = Projector(Settings(), ListSink())
+    tp = TopicPartition("t", 0)
+    projector._assemblers = {tp: RegionAssembler(R)}
+    consumer = FakeConsumer()
+    producer = FakeProducer(KafkaTimeoutError("broker gone"))
+    deadletter = DeadLetter(producer, "dlq")
+    deadletter.send(R, Record("t", 0, 1, b"k", b"poison"), "malformed_json", "bad")
+    with pytest.raises(ProjectorError, match=r"t\[0\]@1.*broker gone"):
+        projector._commit(consumer, deadletter, written_flush(tp))
+    assert consumer.commits == []
+    # A send that succeeds lets the next commit through.
+    producer.outcome = None
+    deadletter.send(R, Record("t", 0, 1, b"k", b"poison"), "malformed_json", "bad")
+    projector._commit(consumer, deadletter, written_flush(tp))
+    assert consumer.commits == [{tp: OffsetAndMetadata(2, "", -1)}]
+
+
+def test_an_oversize_record_is_dead_lettered_cut_with_what_finds_the_original() -> None:
+    producer = FakeProducer()
+    deadletter = DeadLetter(producer, "dlq", max_bytes=900_000)
+    value = b"not json " + bytes(range(256)) * 6_000  # 1.5 MB
+    deadletter.send(R, Record("wms.us-west.cdc", 0, 42, b'{"id": 1}', value), "malformed_json", "")
+    deadletter.send(R, Record("wms.us-west.cdc", 0, 43, b"k", b"small"), "malformed_json", "")
+    deadletter.flush()
+    (key, cut, headers), small = producer.sent
+    assert key == b'{"id": 1}'
+    assert cut == value[: 900_000 - len(key)]
+    assert headers["value_truncated_from"] == str(len(value)).encode()
+    assert headers["value_sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert headers["source"] == b"wms.us-west.cdc[0]@42"
+    assert "key_truncated_from" not in headers
+    assert small[:2] == (b"k", b"small")
+    assert not {"value_truncated_from", "value_sha256"} & set(small[2])
+    huge_key = b"k" * 2_000_000
+    deadletter.send(R, Record("t", 0, 44, huge_key, value), "malformed_json", "")
+    key, cut, headers = producer.sent[-1]
+    assert key == huge_key[:225_000]
+    assert cut is not None
+    assert len(key) + len(cut) == 900_000
+    assert headers["key_sha256"] == hashlib.sha256(huge_key).hexdigest().encode()
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def tx_records(tx: int, offset: int, end: bytes | None = None) -> list[Record]:
+    """BEGIN, an owner insert, END of tx `tx` on wms.us-west.cdc from `offset` (`end`:
+    other bytes in the END's place)."""
+    change = json.loads((SAMPLES / "create_owner.json").read_text())
+    change["value"]["source"].update({"txId": tx, "lsn": 100 * tx})
+    begin = {"status": "BEGIN", "id": f"{tx}:{100 * tx}", "ts_ms": 1}
+    end_value = {
+        "status": "END",
+        "id": f"{tx}:{100 * tx + 10}",
+        "event_count": 1,
+        "data_collections": [{"data_collection": "public.owner", "event_count": 1}],
+        "ts_ms": 2,
+    }
+    tx_key = {ROUTER_FIELD: "wms.us-west.transaction"}
+    return [
+        Record("wms.us-west.cdc", 0, offset, orjson.dumps({**tx_key, "id": begin["id"]}),
+               orjson.dumps(begin)),
+        Record("wms.us-west.cdc", 0, offset + 1, orjson.dumps(change["key"]),
+               orjson.dumps(change["value"])),
+        Record("wms.us-west.cdc", 0, offset + 2, orjson.dumps({**tx_key, "id": end_value["id"]}),
+               orjson.dumps(end_value) if end is None else end),
+    ]  # fmt: skip
+
+
+def test_the_changes_of_a_transaction_whose_end_is_dead_lettered_are_dead_lettered() -> None:
+    records = [*tx_records(6, 0, end=b"not json"), *tx_records(7, 3)]
+    projector = Projector(Settings(), ListSink())
+    reads: list[tuple[int, int]] = []
+
+    def read_again(tp: TopicPartition, start: int, stop: int) -> Iterator[Record]:
+        reads.append((start, stop))
+        return iter(records[start:stop])
+
+    projector._records = read_again  # type: ignore[method-assign]
+    assembler = RegionAssembler(R)
+    producer = FakeProducer()
+    deadletter = DeadLetter(producer, "dlq")
+    projector._feed(assembler, records[:2], deadletter)  # the END comes with the next poll
+    projector._feed(assembler, records[2:], deadletter)
+    assert reads == [(0, 2)]
+    assert [(h["source"], h["reason"]) for _k, _v, h in producer.sent] == [
+        (b"wms.us-west.cdc[0]@2", b"malformed_json"),
+        (b"wms.us-west.cdc[0]@0", b"transaction_without_end"),
+        (b"wms.us-west.cdc[0]@1", b"transaction_without_end"),
+    ]
+    assert producer.sent[2][1] == records[1].value  # the original bytes
+    batch = assembler.take()
+    assert [t.tx_id for t in batch.transactions] == [7]
+    assert batch.commit_offset == 6
