@@ -236,7 +236,7 @@ class Projector:
     def _consumer(self) -> KafkaConsumer:
         s = self.settings
         return KafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka_client_config(),
             group_id=s.consumer_group,
             client_id=f"{s.consumer_group}-{threading.get_native_id()}",
             enable_auto_commit=False,
@@ -258,7 +258,7 @@ class Projector:
         ensure_topics(self.settings)
         consumer = self._consumer()
         deadletter = DeadLetter(
-            KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
+            KafkaProducer(**self.settings.kafka_client_config(), acks="all", linger_ms=5),
             self.settings.deadletter_topic,
         )
         self._await_metadata(consumer)
