@@ -1,6 +1,8 @@
 """Settings come from STOCKCDC_* env vars; nested groups from STOCKCDC_<GROUP>__<FIELD>."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -117,6 +119,30 @@ def test_kafka_bootstrap_list_and_sasl_ssl_from_env(monkeypatch: pytest.MonkeyPa
     # Every key is one the three client classes know (they refuse unknown ones).
     for client in (KafkaConsumer, KafkaProducer, KafkaAdminClient):
         assert set(config) <= set(client.DEFAULT_CONFIG), client
+
+
+def test_every_kafka_client_is_built_with_the_kafka_client_config() -> None:
+    """A client given only bootstrap_servers would silently drop TLS and SASL."""
+    root = Path(__file__).resolve().parents[2]
+    clients = {"KafkaConsumer", "KafkaProducer", "KafkaAdminClient"}
+    found, bare = 0, []
+    for path in sorted(root.glob("[!.]*/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id not in clients:
+                continue
+            found += 1
+            if not any(
+                k.arg is None
+                and isinstance(k.value, ast.Call)
+                and isinstance(k.value.func, ast.Attribute)
+                and k.value.func.attr == "kafka_client_config"
+                for k in node.keywords
+            ):
+                bare.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found > 10  # the walk sees the product, the benchmarks and the tests
+    assert not bare, f"Kafka clients without **settings.kafka_client_config(): {bare}"
 
 
 def test_mutual_tls_without_sasl() -> None:
