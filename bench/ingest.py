@@ -44,7 +44,7 @@ BACKLOG_TIMEOUT_S = 3600.0
 
 
 def _end_offsets(settings: Settings) -> dict[str, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**settings.kafka_client_config())
     try:
         tps = [TopicPartition(r.cdc_topic, 0) for r in settings.region_list()]
         return {tp.topic: int(o) for tp, o in consumer.end_offsets(tps).items()}
@@ -82,7 +82,7 @@ def _bare(settings: Settings, ends: dict[str, int], out: Any) -> None:
     """Child: kafka-python alone, with the projector's fetch settings: deserialize
     nothing, touch every record, until every partition's end."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         enable_auto_commit=False,
         max_poll_records=settings.max_poll_records,
         fetch_max_bytes=64 * 1024 * 1024,
@@ -148,7 +148,7 @@ def _projected(settings: Settings, ends: dict[str, int], timeout_s: float) -> di
     child = ctx.Process(target=_project, args=(settings, control, out))
     child.start()
     watch = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
     )

@@ -92,7 +92,7 @@ def _project(settings: Settings, region: str, timeout_s: float, out: Any) -> Non
 def _snapshot_span(settings: Settings, topic: str) -> tuple[int, float, float]:
     """(records, first timestamp, last timestamp) of the initial snapshot on the region's
     topic: up to the record Debezium marks `last` (Kafka timestamps, seconds)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
     tp = TopicPartition(topic, 0)
     try:
         consumer.assign([tp])

@@ -5,6 +5,7 @@ accounting of the processes involved.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from typing import IO
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from query_api.auth import Scope, new_key
 from stockcdc.settings import Settings
@@ -25,18 +26,27 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Every field of `settings` as its `STOCKCDC_<NAME>` variable, so a child process
-    built from the environment gets exactly these settings."""
+    """Every field of `settings` as its `STOCKCDC_<NAME>` variable (nested groups as
+    `STOCKCDC_<GROUP>__<NAME>`), so a child process built from the environment gets
+    exactly these settings."""
     env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, tuple):
-            value = ",".join(value)
-        env[f"STOCKCDC_{name.upper()}"] = str(value)
+    todo: list[tuple[str, BaseModel]] = [("STOCKCDC_", settings)]
+    while todo:
+        prefix, model = todo.pop()
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if value is None:
+                continue
+            if isinstance(value, BaseModel):
+                todo.append((f"{prefix}{name.upper()}__", value))
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            env[f"{prefix}{name.upper()}"] = str(value)
     return env
 
 

@@ -156,7 +156,7 @@ class Replication:
         self.region = pipeline.regions[0]
         self.registered = False
         self.consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False
+            **self.settings.kafka_client_config(), enable_auto_commit=False
         )
         self.tp = TopicPartition(self.region.cdc_topic, 0)
 

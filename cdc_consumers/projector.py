@@ -283,7 +283,7 @@ class Projector:
     def _consumer(self) -> KafkaConsumer:
         s = self.settings
         return KafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka_client_config(),
             group_id=s.consumer_group,
             client_id=f"{s.consumer_group}-{threading.get_native_id()}",
             enable_auto_commit=False,
@@ -306,7 +306,7 @@ class Projector:
         ensure_topics(self.settings)
         consumer = self._consumer()
         deadletter = DeadLetter(
-            KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=5),
+            KafkaProducer(**self.settings.kafka_client_config(), acks="all", linger_ms=5),
             self.settings.deadletter_topic,
             self.settings.deadletter_max_bytes,
         )
@@ -459,7 +459,7 @@ class Projector:
         """The records of `tp` in [start, stop), read again by a consumer of no group
         (rare: an abandoned transaction, whose records came in earlier polls too)."""
         reader = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **self.settings.kafka_client_config(),
             enable_auto_commit=False,
             max_partition_fetch_bytes=16 * 1024 * 1024,
         )

@@ -33,7 +33,7 @@ class _JsonOrNone(Deserializer):  # type: ignore[misc]
 
 def end_offsets(settings: Settings, topic: str) -> int:
     """Current end offset of partition 0 of a topic (0 when it does not exist yet)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**settings.kafka_client_config())
     try:
         if not consumer.partitions_for_topic(topic):
             return 0
@@ -53,7 +53,7 @@ def iter_events(
     """Yield events of partition 0 from `start_offset` until `until` says stop or the time
     runs out (then it just ends; callers assert on what they saw)."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         enable_auto_commit=False,
         key_deserializer=_JsonOrNone(),
         value_deserializer=_JsonOrNone(),

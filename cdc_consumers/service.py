@@ -160,7 +160,7 @@ def progress(settings: Settings) -> list[RegionProgress]:
     (and catch-up) progress shown by the CLI, without touching any WMS."""
     # A consumer of the group that never subscribes: it reads commits, joins nothing.
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
     )

@@ -18,7 +18,7 @@ CDC_TOPIC_CONFIG = {"retention.ms": "-1", "compression.type": "lz4"}
 def ensure_topics(settings: Settings) -> None:
     """Create the regions' CDC topics and the dead-letter topic if missing."""
     wanted = [r.cdc_topic for r in settings.region_list()] + [settings.deadletter_topic]
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(**settings.kafka_client_config())
     try:
         missing = [t for t in wanted if t not in set(admin.list_topics())]
         if missing:

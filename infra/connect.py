@@ -19,6 +19,9 @@ from stockcdc.settings import WMS_TABLES, Region, Settings
 #: a commit that returned within that half millisecond.
 WAL_MARK_CLOCK_SQL = "floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text"
 
+#: libpq TLS keywords of a region's DSN that the connector takes as `database.<keyword>`.
+PG_TLS_PARAMS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
 
 def connector_config(settings: Settings, region: Region) -> dict[str, str]:
     """Debezium PostgreSQL connector config of one region.
@@ -30,14 +33,17 @@ def connector_config(settings: Settings, region: Region) -> dict[str, str]:
     them.
     """
     prefix = re.escape(region.topic_prefix)
+    pg = region.conninfo_params  # the region's DSN, or its local cluster
     return {
         "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "tasks.max": "1",
-        "database.hostname": settings.pg_host,
-        "database.port": str(region.pg_port),
+        "database.hostname": pg["host"],
+        "database.port": pg["port"],
         "database.user": settings.pg_cdc_user,
         "database.password": settings.pg_cdc_password.get_secret_value(),
-        "database.dbname": settings.pg_database,
+        "database.dbname": pg["dbname"],
+        # TLS to the WMS as the DSN asks (Debezium's names are libpq's).
+        **{f"database.{k}": pg[k] for k in PG_TLS_PARAMS if k in pg},
         "topic.prefix": region.topic_prefix,
         "plugin.name": "pgoutput",
         "slot.name": region.slot_name,

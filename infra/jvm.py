@@ -50,7 +50,7 @@ logger.connect.level = INFO
 
 def java_bin(settings: Settings) -> str:
     """The `java` to run (JAVA_HOME or PATH), checked to be 17 or newer."""
-    home = settings.java_home or (
+    home = settings.infra.java_home or (
         Path(os.environ["JAVA_HOME"]) if "JAVA_HOME" in os.environ else None
     )
     java = str(home / "bin" / "java") if home else shutil.which("java")
@@ -237,7 +237,8 @@ def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().byte
 
 
 def kafka_service(settings: Settings) -> JavaService:
-    return JavaService(settings, "kafka", "kafka.Kafka", settings.kafka_heap, settings.kafka_port)
+    infra = settings.infra
+    return JavaService(settings, "kafka", "kafka.Kafka", infra.kafka_heap, infra.kafka_port)
 
 
 def connect_service(settings: Settings) -> JavaService:
@@ -245,8 +246,8 @@ def connect_service(settings: Settings) -> JavaService:
         settings,
         "connect",
         "org.apache.kafka.connect.cli.ConnectDistributed",
-        settings.connect_heap,
-        settings.connect_port,
+        settings.infra.connect_heap,
+        settings.infra.connect_port,
     )
 
 
@@ -261,9 +262,9 @@ def start_kafka(settings: Settings) -> None:
     props.write_text(f"""\
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@127.0.0.1:{settings.kafka_controller_port}
-listeners=PLAINTEXT://127.0.0.1:{settings.kafka_port},CONTROLLER://127.0.0.1:{settings.kafka_controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{settings.kafka_port}
+controller.quorum.voters=1@127.0.0.1:{settings.infra.kafka_controller_port}
+listeners=PLAINTEXT://127.0.0.1:{settings.infra.kafka_port},CONTROLLER://127.0.0.1:{settings.infra.kafka_controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{settings.infra.kafka_port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
@@ -315,9 +316,9 @@ def _wait_connect_ready(settings: Settings, svc: JavaService) -> None:
                 f"connect exited during start-up; see {svc.log_file}:\n" + tail(svc.log_file)
             )
         try:
-            resp = httpx.get(f"{settings.connect_url}/connector-plugins", timeout=5)
+            resp = httpx.get(f"{settings.infra.connect_url}/connector-plugins", timeout=5)
             if resp.status_code == 200 and "PostgresConnector" in resp.text:
-                resp = httpx.get(f"{settings.connect_url}/connectors", timeout=5)
+                resp = httpx.get(f"{settings.infra.connect_url}/connectors", timeout=5)
                 if resp.status_code == 200:
                     return
         except httpx.HTTPError:
@@ -337,11 +338,11 @@ def start_connect(settings: Settings) -> None:
     svc.config_dir.mkdir(parents=True, exist_ok=True)
     props = svc.config_dir / "connect-distributed.properties"
     props.write_text(f"""\
-bootstrap.servers={settings.kafka_bootstrap}
+bootstrap.servers={settings.infra.kafka_bootstrap}
 group.id=stockcdc-connect
-listeners=http://127.0.0.1:{settings.connect_port}
+listeners=http://127.0.0.1:{settings.infra.connect_port}
 rest.advertised.host.name=127.0.0.1
-rest.advertised.port={settings.connect_port}
+rest.advertised.port={settings.infra.connect_port}
 key.converter=org.apache.kafka.connect.json.JsonConverter
 value.converter=org.apache.kafka.connect.json.JsonConverter
 key.converter.schemas.enable=false

@@ -74,7 +74,7 @@ class IsolatedPipeline:
                         sql.Identifier(s.pg_database)
                     )
                 )
-        admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        admin = KafkaAdminClient(**s.kafka_client_config())
         try:
             ours = [t for t in admin.list_topics() if t.startswith(f"{s.cdc_namespace}.")]
             if ours:

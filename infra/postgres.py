@@ -131,16 +131,16 @@ class Cluster:
 
     def _write_config(self) -> None:
         s = self.settings
-        durable = "on" if s.pg_durable else "off"
+        durable = "on" if s.infra.pg_durable else "off"
         conf = f"""
 # --- stockcdc: regional WMS cluster {self.region.name} ---
-listen_addresses = '{s.pg_host}'
+listen_addresses = '{s.infra.pg_host}'
 port = {self.region.pg_port}
 unix_socket_directories = ''
 wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
-max_slot_wal_keep_size = '{s.pg_max_slot_wal_keep_size}'
+max_slot_wal_keep_size = '{s.infra.pg_max_slot_wal_keep_size}'
 max_connections = 100
 shared_buffers = '256MB'
 fsync = {durable}
@@ -160,7 +160,7 @@ log_min_messages = warning
             "# stockcdc: TCP on loopback only, passwords always. No `replication` line:\n"
             "# logical replication connections (Debezium's) match `all` like any other,\n"
             "# physical replication (pg_basebackup, standbys) is refused to every role.\n"
-            f"host all all {s.pg_host}/32 scram-sha-256\n"
+            f"host all all {s.infra.pg_host}/32 scram-sha-256\n"
         )
         (self.data_dir / "pg_hba.conf").write_text(hba)
 

@@ -29,7 +29,7 @@ class ServiceStatus:
 
 
 def clusters(settings: Settings) -> list[Cluster]:
-    return [Cluster(settings, r) for r in settings.region_list()]
+    return [Cluster(settings, r) for r in settings.region_list() if r.local]  # no DSN
 
 
 def up(settings: Settings, progress: Progress = _quiet, *, connectors: bool = True) -> None:
@@ -40,9 +40,9 @@ def up(settings: Settings, progress: Progress = _quiet, *, connectors: bool = Tr
         progress(f"postgres {cluster.region.name} (port {cluster.region.pg_port})")
         cluster.start()
         cluster.bootstrap()
-    progress(f"kafka (port {settings.kafka_port})")
+    progress(f"kafka (port {settings.infra.kafka_port})")
     start_kafka(settings)
-    progress(f"kafka connect (port {settings.connect_port})")
+    progress(f"kafka connect (port {settings.infra.connect_port})")
     start_connect(settings)
     if connectors:
         progress("debezium connectors")

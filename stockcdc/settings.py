@@ -7,12 +7,15 @@ explicitly to the code under test.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import PositiveInt, SecretStr, field_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Every table of the WMS schema, in dependency order; all of them are replicated.
@@ -40,9 +43,25 @@ class Region:
     """One regional WMS: its database, its Debezium connector and its Kafka topic."""
 
     name: str  # e.g. "us-west"
-    index: int  # position in the configured list; fixes the port
+    index: int  # position in the configured list; fixes the local cluster's port
+    # Port of the local cluster `stockcdc infra` runs for the region (infra.pg_base_port +
+    # index); clients connect through `conninfo`, which says the same when `local`.
     pg_port: int
     namespace: str = "wms"  # Settings.cdc_namespace: isolates a whole pipeline (tests)
+    # Where the region's database is: libpq host, port and dbname, never a role (pg_dsn
+    # adds the role's). Settings.region_list() always fills it.
+    conninfo: str = ""
+    # No DSN configured: the region is the local cluster that `stockcdc infra` runs.
+    local: bool = True
+
+    @property
+    def conninfo_params(self) -> dict[str, str]:
+        """`conninfo` as libpq keywords; `port` always present (libpq's default 5432)."""
+        if not self.conninfo:
+            raise ValueError(f"region {self.name!r} has no conninfo: use Settings.region_list()")
+        params = {k: str(v) for k, v in conninfo_to_dict(self.conninfo).items()}
+        params.setdefault("port", "5432")
+        return params
 
     @property
     def slug(self) -> str:
@@ -78,19 +97,178 @@ DEV_API_KEYS: tuple[str, ...] = (
 )
 
 
-class Settings(BaseSettings):
-    """Project settings; env vars are `STOCKCDC_<FIELD>` (e.g. `STOCKCDC_STATE_DIR`)."""
+def _split_commas(value: object) -> object:
+    """A comma-separated env value as a tuple of its non-empty items."""
+    if isinstance(value, str):
+        return tuple(r.strip() for r in value.split(",") if r.strip())
+    return value
 
-    model_config = SettingsConfigDict(env_prefix="STOCKCDC_", frozen=True, extra="ignore")
+
+class KafkaSettings(BaseModel):
+    """How every Kafka client of the product, benchmarks and tests reaches the brokers
+    (env `STOCKCDC_KAFKA__<FIELD>`); build clients with `Settings.kafka_client_config()`
+    so TLS and SASL apply to all of them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Comma-separated host:port list; empty: the local broker `stockcdc infra` runs.
+    bootstrap_servers: Annotated[tuple[str, ...], NoDecode] = ()
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # SASL_* protocols: PLAIN or SCRAM with a username and password.
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # SSL and SASL_SSL: CA bundle to verify the brokers (unset: the system's), and a client
+    # certificate and key for mutual TLS.
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        """Refuse at start-up what kafka-python would fail on later, or silently ignore."""
+        sasl = self.security_protocol.startswith("SASL_")
+        password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        values = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": password,
+        }
+        given = [name for name, value in values.items() if value]  # empty counts as unset
+        if sasl and len(given) < 3:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password (STOCKCDC_KAFKA__SASL_*)"
+            )
+        if not sasl and given:
+            raise ValueError(
+                f"{', '.join(given)} set but security_protocol is {self.security_protocol}: "
+                "use SASL_SSL or SASL_PLAINTEXT"
+            )
+        files = [f for f in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, f)]
+        if files and not self.security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(files)} set but security_protocol is {self.security_protocol}: "
+                "use SSL or SASL_SSL"
+            )
+        return self
+
+
+class ConnectSettings(BaseModel):
+    """The Kafka Connect REST API the Debezium connectors are registered with (env
+    `STOCKCDC_CONNECT__URL`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # http(s)://host:port; unset: the local worker `stockcdc infra` runs.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"Connect URL {value!r}: expected http(s)://host:port")
+        return value.rstrip("/") if value else value
+
+
+class WmsSettings(BaseModel):
+    """Where each regional WMS database is (env `STOCKCDC_WMS__DSNS`, a JSON object)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Region → libpq conninfo or URI with host, port (default 5432) and dbname (default
+    # pg_database), e.g. {"us-west": "host=10.0.0.5 port=5432 dbname=wms sslmode=require"}.
+    # No role: pg_dsn adds the role's user and password, so one DSN serves all three
+    # roles and the Debezium connector. A region without a DSN is the local cluster.
+    dsns: dict[str, str] = {}
+
+    @field_validator("dsns")
+    @classmethod
+    def _check_dsns(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, dsn in value.items():
+            try:
+                params = conninfo_to_dict(dsn)
+            except psycopg.ProgrammingError as exc:
+                raise ValueError(f"DSN of region {region!r}: {exc}") from None
+            roles = sorted({"user", "password", "passfile"} & params.keys())
+            if roles:
+                raise ValueError(
+                    f"DSN of region {region!r} sets {', '.join(roles)}: roles come from "
+                    "STOCKCDC_PG_{ADMIN,CDC,APP}_USER/_PASSWORD"
+                )
+            host = str(params.get("host", ""))
+            # Debezium takes one hostname and port: no Unix socket, no multi-host list.
+            if not host or host.startswith("/") or "," in host + str(params.get("port", "")):
+                raise ValueError(
+                    f"DSN of region {region!r}: needs one TCP host (and port), got {dsn!r}"
+                )
+        return value
+
+
+class LocalInfraSettings(BaseModel):
+    """The services `stockcdc infra` (and the demo and the test run) start on this
+    machine: their ports, heaps and JVM (env `STOCKCDC_INFRA__<FIELD>`). The product
+    reads them only as the fallback of an unset Kafka, Connect or region DSN setting."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Regional clusters: region i listens on pg_host:pg_base_port + i. Below the ephemeral
+    # range (32768+): a client socket can never hold our port.
+    pg_host: str = "127.0.0.1"
+    pg_base_port: int = 25431
+    pg_max_slot_wal_keep_size: str = "4GB"
+    # Local clusters trade crash safety for speed (fsync off); never in production.
+    pg_durable: bool = False
+    # Kafka (KRaft, single node) and Kafka Connect (distributed), on 127.0.0.1.
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    connect_port: int = 18083
+    kafka_heap: str = "768m"
+    connect_heap: str = "1g"
+    java_home: Path | None = None
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The local broker's address."""
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        """The local Connect worker's REST API."""
+        return f"http://127.0.0.1:{self.connect_port}"
+
+
+#: Top-level variables that moved into `infra`: still set, they would be ignored silently
+#: (and a client would reach the default port), so Settings refuses them.
+_MOVED_TO_INFRA = tuple(f"STOCKCDC_{f.upper()}" for f in LocalInfraSettings.model_fields)
+
+
+class Settings(BaseSettings):
+    """Project settings; env vars are `STOCKCDC_<FIELD>` (e.g. `STOCKCDC_STATE_DIR`), and
+    `STOCKCDC_<GROUP>__<FIELD>` for the nested groups (e.g. `STOCKCDC_KAFKA__SASL_MECHANISM`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKCDC_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
 
     # Where every service keeps its data, config, logs and pid files.
     state_dir: Path = Path(".state")
 
-    # Regional WMS PostgreSQL clusters: region i listens on pg_base_port + i.
+    # Connections of a deployment; unset, they name the services of `infra`.
+    kafka: KafkaSettings = KafkaSettings()
+    connect: ConnectSettings = ConnectSettings()
+    wms: WmsSettings = WmsSettings()
+    infra: LocalInfraSettings = LocalInfraSettings()
+
+    # Regional WMS databases: where each is comes from wms.dsns (else the local cluster).
     regions: Annotated[tuple[str, ...], NoDecode] = ("us-west", "eu-central", "ap-southeast")
-    pg_host: str = "127.0.0.1"
-    # Below the ephemeral range (32768+): a client socket can never hold our port.
-    pg_base_port: int = 25431
+    # Database of a region whose DSN names none (and of the local clusters).
     pg_database: str = "wms"
     # Names the pipeline: topics `<ns>.<region>.cdc`, connectors `<ns>-<region>`, slots
     # `dbz_<ns>_<region>`. Tests give each run its own namespace and database.
@@ -101,17 +279,6 @@ class Settings(BaseSettings):
     pg_cdc_password: SecretStr = SecretStr("cdc-dev-only")
     pg_app_user: str = "wms_app"
     pg_app_password: SecretStr = SecretStr("app-dev-only")
-    pg_max_slot_wal_keep_size: str = "4GB"
-    # Local clusters trade crash safety for speed (fsync off); never in production.
-    pg_durable: bool = False
-
-    # Kafka (KRaft, single node) and Kafka Connect (distributed).
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    connect_port: int = 18083
-    kafka_heap: str = "768m"
-    connect_heap: str = "1g"
-    java_home: Path | None = None
 
     # Debezium connector tuning.
     heartbeat_interval_ms: int = 1000
@@ -214,9 +381,28 @@ class Settings(BaseSettings):
     @field_validator("regions", "api_keys", "bi_users", "bi_seller_users", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(r.strip() for r in value.split(",") if r.strip())
-        return value
+        return _split_commas(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_moved_vars(cls, data: Any) -> Any:
+        moved = sorted(k.upper() for k in os.environ if k.upper() in _MOVED_TO_INFRA)
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)} moved into the local-infra group: "
+                + ", ".join(m.replace("STOCKCDC_", "STOCKCDC_INFRA__") for m in moved)
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _dsns_name_regions(self) -> Settings:
+        unknown = sorted(set(self.wms.dsns) - set(self.regions))
+        if unknown:
+            raise ValueError(
+                f"STOCKCDC_WMS__DSNS names {', '.join(unknown)}, not in STOCKCDC_REGIONS "
+                f"({', '.join(self.regions)})"
+            )
+        return self
 
     @property
     def state_path(self) -> Path:
@@ -226,19 +412,54 @@ class Settings(BaseSettings):
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{self.state_path / 'clickhouse'}"
 
-    @property
-    def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Keyword arguments every KafkaConsumer, KafkaProducer and KafkaAdminClient is
+        built with: the brokers and their TLS/SASL settings (validated at start-up)."""
+        k = self.kafka
+        config: dict[str, Any] = {
+            "bootstrap_servers": list(k.bootstrap_servers) or [self.infra.kafka_bootstrap],
+            "security_protocol": k.security_protocol,
+        }
+        if k.security_protocol.startswith("SASL_"):
+            assert k.sasl_password is not None  # _check_security: all three are set
+            config["sasl_mechanism"] = k.sasl_mechanism
+            config["sasl_plain_username"] = k.sasl_username  # PLAIN and SCRAM alike
+            config["sasl_plain_password"] = k.sasl_password.get_secret_value()
+        if k.security_protocol.endswith("SSL"):
+            config["ssl_check_hostname"] = k.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if (path := getattr(k, name)) is not None:
+                    config[name] = str(path)
+        return config
 
     @property
     def connect_url(self) -> str:
-        return f"http://127.0.0.1:{self.connect_port}"
+        return self.connect.url or self.infra.connect_url
 
     def region_list(self) -> list[Region]:
-        return [
-            Region(name=n, index=i, pg_port=self.pg_base_port + i, namespace=self.cdc_namespace)
-            for i, n in enumerate(self.regions)
-        ]
+        return [self._region(i, n) for i, n in enumerate(self.regions)]
+
+    def _region(self, index: int, name: str) -> Region:
+        """A region at its DSN (its dbname defaulting to pg_database), else the local
+        cluster: infra.pg_host, infra.pg_base_port + index, pg_database."""
+        local_port = self.infra.pg_base_port + index
+        dsn = self.wms.dsns.get(name)
+        if dsn is None:
+            conninfo = make_conninfo(
+                host=self.infra.pg_host, port=str(local_port), dbname=self.pg_database
+            )
+        else:
+            params = conninfo_to_dict(dsn)
+            params.setdefault("dbname", self.pg_database)
+            conninfo = make_conninfo("", **params)
+        return Region(
+            name=name,
+            index=index,
+            pg_port=local_port,
+            namespace=self.cdc_namespace,
+            conninfo=conninfo,
+            local=dsn is None,
+        )
 
     def region(self, name: str) -> Region:
         for r in self.region_list():
@@ -247,16 +468,17 @@ class Settings(BaseSettings):
         raise KeyError(f"unknown region {name!r}; configured: {', '.join(self.regions)}")
 
     def pg_dsn(self, region: Region, role: str = "admin", dbname: str | None = None) -> str:
-        """libpq connection string for one of the three roles of a region."""
+        """libpq connection string for one of the three roles of a region: the region's
+        conninfo (its DSN or the local cluster), another database if given, the role."""
         user, password = {
             "admin": (self.pg_admin_user, self.pg_admin_password),
             "cdc": (self.pg_cdc_user, self.pg_cdc_password),
             "app": (self.pg_app_user, self.pg_app_password),
         }[role]
-        return (
-            f"host={self.pg_host} port={region.pg_port} dbname={dbname or self.pg_database} "
-            f"user={user} password={password.get_secret_value()}"
-        )
+        params = region.conninfo_params
+        if dbname:
+            params["dbname"] = dbname
+        return make_conninfo(**params, user=user, password=password.get_secret_value())
 
 
 @cache

@@ -153,7 +153,7 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
     s = live.settings
     region = live.pipeline.regions[1]
     marker = uuid.uuid4().hex.encode()
-    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+    producer = KafkaProducer(**s.kafka_client_config())
     worker = threading.Thread(
         target=run_workload,
         args=(s, live.pipeline.regions),
@@ -190,7 +190,7 @@ def test_poison_records_are_dead_lettered_and_everything_else_lands(live: Live) 
     )
 
     dlq = TopicPartition(s.deadletter_topic, 0)
-    reader = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    reader = KafkaConsumer(**s.kafka_client_config(), enable_auto_commit=False)
     try:
         reader.assign([dlq])
         reader.seek_to_beginning(dlq)

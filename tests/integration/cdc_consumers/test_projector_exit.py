@@ -78,7 +78,7 @@ def commands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Com
                 **os.environ,
                 "STOCKCDC_STATE_DIR": str(base / "state"),
                 "STOCKCDC_CLICKHOUSE_URL": f"chdb://{base / 'clickhouse'}",
-                "STOCKCDC_KAFKA_PORT": str(dead_kafka),
+                "STOCKCDC_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{dead_kafka}",
                 "STOCKCDC_RECONCILE_INTERVAL_S": "0",
                 "STOCKCDC_PROJECTOR_METRICS_PORT": "0",
                 "STOCKCDC_API_PORT": str(port),

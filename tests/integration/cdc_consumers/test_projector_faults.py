@@ -70,7 +70,7 @@ def own(settings: Settings, services_up: None) -> Iterator[Settings]:
         }
     )
     yield s
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = KafkaAdminClient(**s.kafka_client_config())
     try:
         admin.delete_topics([s.region(REGION).cdc_topic, s.deadletter_topic], raise_errors=False)
     finally:
@@ -94,7 +94,7 @@ def produce(s: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -
     # Compressed batches: the broker takes a record over a megabyte as Debezium's
     # producer (with a larger max.request.size) would send it.
     producer = KafkaProducer(
-        bootstrap_servers=s.kafka_bootstrap, compression_type="gzip", max_request_size=8 << 20
+        **s.kafka_client_config(), compression_type="gzip", max_request_size=8 << 20
     )
     try:
         for key, value in records:
@@ -105,7 +105,7 @@ def produce(s: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -
 
 def committed(s: Settings) -> int:
     consumer = KafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap, group_id=s.consumer_group, enable_auto_commit=False
+        **s.kafka_client_config(), group_id=s.consumer_group, enable_auto_commit=False
     )
     try:
         return consumer.committed(TopicPartition(s.region(REGION).cdc_topic, 0)) or 0
@@ -116,7 +116,7 @@ def committed(s: Settings) -> int:
 def dead_letters(s: Settings, count: int) -> list[Any]:
     """The first `count` records of the dead-letter topic."""
     tp = TopicPartition(s.deadletter_topic, 0)
-    reader = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+    reader = KafkaConsumer(**s.kafka_client_config(), enable_auto_commit=False)
     try:
         reader.assign([tp])
         reader.seek_to_beginning(tp)
@@ -208,7 +208,7 @@ def test_a_clickhouse_outage_longer_than_the_poll_interval_keeps_the_member_in_i
     sink.refusing = True
     produce(s, transaction(s, 1))
     proj, thread = start(s, sink)
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin = KafkaAdminClient(**s.kafka_client_config())
     try:
         wait_for(lambda: sink.refused >= 1, what="the first write never came")
         member = members(admin, s.consumer_group)

@@ -91,7 +91,7 @@ def test_a_multi_row_wms_transaction_arrives_whole_and_offsets_stop_at_its_end(
     # The committed offset points just past a record outside any transaction.
     tp = TopicPartition(region.cdc_topic, 0)
     probe = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         group_id=proj.settings.consumer_group,
         enable_auto_commit=False,
     )
@@ -119,7 +119,7 @@ def test_undecodable_record_goes_to_the_dead_letter_topic_and_the_rest_lands(
     _proj, sink = projector
     region = settings.region("ap-southeast")
     dlq = TopicPartition(settings.deadletter_topic, 0)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = KafkaProducer(**settings.kafka_client_config())
     marker = uuid.uuid4().hex.encode()
     producer.send(region.cdc_topic, key=b'{"id": 1}', value=b"not json " + marker)
     producer.flush()
@@ -129,7 +129,7 @@ def test_undecodable_record_goes_to_the_dead_letter_topic_and_the_rest_lands(
         conn.execute("INSERT INTO owner (code, name) VALUES (%s, 'after poison')", (code,))
 
     wait_for(lambda: any(owner_code(c) == code for t in sink.transactions for c in t.changes))
-    reader = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    reader = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
     try:
         wait_for(lambda: bool(reader.partitions_for_topic(settings.deadletter_topic)))
         reader.assign([dlq])

@@ -105,7 +105,7 @@ def process(
 
 def _poison(pipeline: IsolatedPipeline) -> None:
     """An undecodable record in a region topic, between real transactions."""
-    producer = KafkaProducer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    producer = KafkaProducer(**pipeline.settings.kafka_client_config())
     try:
         producer.send(pipeline.regions[0].cdc_topic, key=b"{}", value=b"\x00not json").get(30)
     finally:
@@ -114,7 +114,7 @@ def _poison(pipeline: IsolatedPipeline) -> None:
 
 def _dead_letters(pipeline: IsolatedPipeline) -> int:
     """Records in the dead-letter topic (its end offset: nothing else writes to it)."""
-    consumer = KafkaConsumer(bootstrap_servers=pipeline.settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**pipeline.settings.kafka_client_config())
     try:
         tp = TopicPartition(pipeline.settings.deadletter_topic, 0)
         return int(consumer.end_offsets([tp])[tp]) - int(consumer.beginning_offsets([tp])[tp])

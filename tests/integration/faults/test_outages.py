@@ -47,7 +47,7 @@ def _reconciled(live: LiveChain) -> None:
 
 def _committed(live: LiveChain) -> dict[str, int]:
     consumer = KafkaConsumer(
-        bootstrap_servers=live.settings.kafka_bootstrap,
+        **live.settings.kafka_client_config(),
         group_id=live.settings.consumer_group,
         enable_auto_commit=False,
     )

@@ -18,7 +18,7 @@ def test_its_topics_exist_as_soon_as_capture_starts(pipeline: IsolatedPipeline) 
     pipeline.start_capture()
     tps = [TopicPartition(r.cdc_topic, 0) for r in pipeline.regions]
     tps.append(TopicPartition(s.deadletter_topic, 0))
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+    consumer = KafkaConsumer(**s.kafka_client_config())
     try:
         ends = consumer.end_offsets(tps)
     finally:

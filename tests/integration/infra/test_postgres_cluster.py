@@ -16,7 +16,7 @@ import pytest
 
 from infra.errors import InfraError
 from infra.postgres import PG_BIN, Cluster, remove_cluster_dirs
-from stockcdc.settings import Settings
+from stockcdc.settings import LocalInfraSettings, Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnClusters]:
     settings = Settings(
         state_dir=top / "state",
         regions=(f"t-{suffix}", f"t-{suffix}-spare"),
-        pg_base_port=_free_ports(2),
+        infra=LocalInfraSettings(pg_base_port=_free_ports(2)),
     )
     cluster, spare = (Cluster(settings, r) for r in settings.region_list())
     try:
@@ -111,7 +111,7 @@ def _basebackup(
     return subprocess.run(
         [
             str(PG_BIN / "pg_basebackup"),
-            f"--host={settings.pg_host}",
+            f"--host={settings.infra.pg_host}",
             f"--port={cluster.region.pg_port}",
             f"--username={settings.pg_cdc_user}",
             f"--pgdata={target}",
@@ -157,6 +157,8 @@ def test_a_start_drops_the_physical_replication_line_of_an_older_cluster(
     cluster.stop()
     hba = cluster.data_dir / "pg_hba.conf"
     with hba.open("a") as f:
-        f.write(f"host replication {settings.pg_cdc_user} {settings.pg_host}/32 scram-sha-256\n")
+        f.write(
+            f"host replication {settings.pg_cdc_user} {settings.infra.pg_host}/32 scram-sha-256\n"
+        )
     cluster.start()
     _assert_no_physical_but_logical_replication(settings, cluster, tmp_path / "copy")

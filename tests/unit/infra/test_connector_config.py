@@ -62,3 +62,29 @@ def test_task_state_is_running_only_when_connector_and_every_task_run() -> None:
     assert task_state({"connector": {"state": "RUNNING"}, "tasks": []}) == "NO_TASKS"
     failed = {"connector": {"state": "RUNNING"}, "tasks": [{"state": "FAILED"}]}
     assert task_state(failed) == "FAILED"
+
+
+def test_database_from_the_local_cluster_when_the_region_has_no_dsn() -> None:
+    cfg = _config("eu-central")
+    assert (cfg["database.hostname"], cfg["database.port"]) == ("127.0.0.1", "25432")
+    assert cfg["database.dbname"] == "wms"
+    assert not any(k.startswith("database.ssl") for k in cfg)
+
+
+def test_database_hostname_port_dbname_and_tls_from_the_region_dsn() -> None:
+    dsns = {
+        "eu-central": "host=wms-euc.internal port=6432 dbname=wms_eu sslmode=verify-full "
+        "sslrootcert=/etc/stockcdc/pg-ca.pem",
+        "us-west": "postgresql://wms-usw.internal",  # libpq defaults: port 5432, our dbname
+    }
+    settings = Settings.model_validate({"wms": {"dsns": dsns}, "pg_database": "wms_prod"})
+    cfg = connector_config(settings, settings.region("eu-central"))
+    assert cfg["database.hostname"] == "wms-euc.internal"
+    assert cfg["database.port"] == "6432"
+    assert cfg["database.dbname"] == "wms_eu"
+    assert cfg["database.sslmode"] == "verify-full"
+    assert cfg["database.sslrootcert"] == "/etc/stockcdc/pg-ca.pem"
+    assert (cfg["database.user"], cfg["database.password"]) == ("wms_cdc", "cdc-dev-only")
+    usw = connector_config(settings, settings.region("us-west"))
+    assert (usw["database.hostname"], usw["database.port"]) == ("wms-usw.internal", "5432")
+    assert usw["database.dbname"] == "wms_prod"
