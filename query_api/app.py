@@ -89,13 +89,13 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from its bearer key; 401 when missing or unknown. BI keys are
-    reserved for the BI access of a later issue: 403 here."""
+    """The caller, from its bearer key; 401 when missing or unknown. A BI key is for
+    `POST /v1/sql` only (query_api.sql): 403 on the stock endpoints."""
     keys: KeyStore = request.app.state.keys
     header = f"Bearer {credentials.credentials}" if credentials is not None else None
     principal = keys.authenticate(header)
     if principal.scope is Scope.BI:
-        raise ApiError(403, "forbidden", "bi keys are reserved for BI access")
+        raise ApiError(403, "forbidden", "bi keys are for POST /v1/sql only")
     return principal
 
 

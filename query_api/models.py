@@ -361,7 +361,7 @@ class Health(BaseModel):
 _ERRORS: dict[int, tuple[str, str, str]] = {
     400: ("Bad input", "invalid_parameter", "limit: Input should be less than or equal to 1000"),
     401: ("Missing or unknown API key", "unauthorized", "unknown or revoked API key"),
-    403: ("Key scope not allowed here", "forbidden", "bi keys are reserved for BI access"),
+    403: ("Key scope not allowed here", "forbidden", "bi keys are for POST /v1/sql only"),
     404: ("Absent, or another owner's", "not_found", "no such stock key"),
     503: (
         "Stale or read model unavailable (Retry-After)",
