@@ -142,11 +142,15 @@ def demo(
     from stockcdc.demo import run_demo
 
     try:
-        run_demo(get_settings(), console, rate=rate, keep_services=keep_services)
+        code = run_demo(get_settings(), console, rate=rate, keep_services=keep_services)
     except InfraError as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:  # Ctrl-C is how the demo ends: everything is stopped by now
-        console.print("demo stopped")
+        code = 0
+    if code:  # logged as `projector.failed`, with its error
+        console.print("[red]demo stopped: the projector died[/]")
+        raise typer.Exit(code=code)
+    console.print("demo stopped")
 
 
 @app.command("migrate")

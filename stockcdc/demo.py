@@ -108,8 +108,9 @@ def show_a_change_flowing(settings: Settings, console: Console) -> None:
             raise InfraError(f"the change in {region.name} did not arrive within 60 s")
 
 
-def run_demo(settings: Settings, console: Console, *, rate: float, keep_services: bool) -> None:
-    """Everything up, seeded, flowing; the API in the foreground until Ctrl-C."""
+def run_demo(settings: Settings, console: Console, *, rate: float, keep_services: bool) -> int:
+    """Everything up, seeded, flowing; the API in the foreground until Ctrl-C. Returns
+    `serve`'s exit code: 1 when the projector died (the API stopped with it)."""
     started = time.monotonic()
     start_services(settings, console)
     console.print(f"[green]services up[/] in {time.monotonic() - started:.0f}s")
@@ -126,7 +127,7 @@ def run_demo(settings: Settings, console: Console, *, rate: float, keep_services
         )
         workload.start()
         print_welcome(settings, console, rate)
-        serve(settings, with_projector=True)
+        return serve(settings, with_projector=True)
     finally:
         stop.set()
         if not keep_services:
