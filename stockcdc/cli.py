@@ -172,6 +172,7 @@ def project(
 ) -> None:
     """Run the projector: regions' CDC topics → ClickHouse, until Ctrl-C (then it commits)."""
     import structlog
+    from kafka.errors import KafkaError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from cdc_consumers.service import (
@@ -185,7 +186,8 @@ def project(
 
     stop = stop_on_signals()
     settings = get_settings()
-    structlog.get_logger(__name__).info("projector.starting", group=settings.consumer_group)
+    log = structlog.get_logger(__name__)
+    log.info("projector.starting", group=settings.consumer_group)
     if settings.projector_metrics_port:
         from prometheus_client import start_http_server
 
@@ -202,7 +204,12 @@ def project(
         ) as bar:
             tasks: dict[str, TaskID] = {}
             while thread.is_alive():
-                for p in progress(settings):
+                try:
+                    regions = progress(settings)
+                except KafkaError as exc:  # the projector meets it too, and says so
+                    log.warning("project.progress_unavailable", error=repr(exc))
+                    regions = []
+                for p in regions:
                     if p.region not in tasks:
                         tasks[p.region] = bar.add_task(p.region, total=p.end)
                     bar.update(tasks[p.region], completed=p.committed, total=p.end)

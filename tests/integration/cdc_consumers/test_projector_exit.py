@@ -3,7 +3,7 @@ supervisor to restart them, instead of exiting 0 (`project`) or serving ever sta
 figures (`serve`); `serve --no-projector` is not concerned and stops cleanly on SIGTERM.
 
 The projector dies inside `Projector.run`: its Kafka is a port nobody listens on, so
-kafka-python gives up bootstrapping after its 30 s (not a setting of ours). The three
+kafka-python gives up bootstrapping after its 30 s (not a setting of ours). The
 commands run at once, each on its own chDB path and state directory, needing no
 service at all."""
 
@@ -67,6 +67,7 @@ def commands(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Com
     started: dict[str, Command] = {}
     argv = {
         "project": ["project", "--no-progress"],
+        "project-progress": ["project", "--progress"],
         "serve": ["serve"],
         "serve-alone": ["serve", "--no-projector"],
     }
@@ -109,6 +110,16 @@ def test_project_exits_1_when_the_projector_dies(commands: dict[str, Command]) -
     log = c.log()
     assert "projector.failed" in log, log
     assert "Unable to bootstrap" in log, log  # the projector's own error, with its traceback
+
+
+def test_project_with_progress_bars_exits_1_the_same_way(commands: dict[str, Command]) -> None:
+    """The progress bars read the group's offsets from the same dead Kafka: that is
+    logged and waited out, the projector's own death decides the exit."""
+    c = commands["project-progress"]
+    assert c.proc.wait(timeout=DEATH_S) == 1, c.log()
+    log = c.log()
+    for line in ("project.progress_unavailable", "projector.failed", "Unable to bootstrap"):
+        assert line in log, log
 
 
 def test_serve_stops_the_api_and_exits_1_when_the_projector_dies(
