@@ -34,7 +34,7 @@ Run = Callable[[Profile], dict[str, Any]]
 #: `bench.<name>.run`, in the order they run: the chain-level ones first, the big builds
 #: last.
 MEASUREMENTS: tuple[str, ...] = (
-    "wms_overhead", "freshness", "ingest", "serving", "api", "initial_load",
+    "wms_overhead", "freshness", "ingest", "api", "initial_load",
 )  # fmt: skip
 
 

@@ -263,6 +263,7 @@ def _fast_change(region: str, value: bytes) -> RowChange | None:
             snapshot,
             _NO_COLUMNS,
             NO_EXTRA,
+            None,
         ),
     )
 

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,8 +76,10 @@ _KINDS: Mapping[type, str] = {
 class Sink(Protocol):
     """Where batches go: the ClickHouse projection (read_model), or a list in unit tests."""
 
-    def load_watermarks(self) -> dict[str, Watermark]:
-        """The applied watermark of every region the sink has seen."""
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
+        """The applied watermark of every region the sink has seen; `regions` were just
+        assigned to this member (their state is read again: another may have moved them
+        on)."""
         ...
 
     def write(
@@ -410,7 +412,7 @@ class Projector:
         self._commit(consumer, deadletter, written)
         new = assigned - set(self._assemblers)
         if new:
-            watermarks = self.sink.load_watermarks()
+            watermarks = self.sink.load_watermarks(sorted({self._regions[tp.topic] for tp in new}))
             for tp in new:
                 region = self._regions[tp.topic]
                 self._assemblers[tp] = RegionAssembler(

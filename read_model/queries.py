@@ -334,7 +334,7 @@ _STOCK_PAGE = _stock_sql(
 
 
 def _served(where: str, tail: str) -> str:
-    """Keys of `stock_current` (read_model.serving) matching `where`, latest version per
+    """Keys of `stock_current` (read_model.figures) matching `where`, latest version per
     key at or below its region's cut, deleted keys dropped."""
     figures = ", ".join((*STOCK_FIGURES, "_is_deleted"))
     unpacked = ", ".join(f"v.{i} AS {f}" for i, f in enumerate(STOCK_FIGURES, start=1))

@@ -8,7 +8,7 @@ writes the same versions again (same _commit_lsn and _lsn), which changes nothin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from read_model.client import ColumnInserter
 from read_model.ddl import table_name
 from read_model.errors import classify
-from read_model.serving import StockServing, Touched
+from read_model.figures import FigureKeeper
 from schemas.events import RowChange, Transaction, Truncate, Watermark
 from schemas.wms_model import WMS_MODEL, TableSpec, ms_to_datetime
 
@@ -123,7 +123,7 @@ class ProjectionWriter:
     def __init__(self, client: Client) -> None:
         self._client = client
         self._inserter = ColumnInserter(client)
-        self.serving = StockServing(client, self._inserter)
+        self.figures = FigureKeeper(client, self._inserter)
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
@@ -148,39 +148,40 @@ class ProjectionWriter:
         self._log_commits(region, transactions)
         state, watched = self._previous_versions(region, transactions, stats)
         buffers: dict[str, _Columns] = {}
-        touched = Touched()
+        befores: dict[tuple[str, int], tuple[object, ...]] = {}
         for tx in transactions:
             for ch in tx.changes:
                 if isinstance(ch, Truncate):
                     # Rare (the connector skips truncates by default): flush what came
                     # before so the truncate sees it, then delete every current key.
-                    self._flush(buffers, stats, touched)
+                    self._flush(buffers, stats)
                     buffers = {}
                     self._truncate(region, ch, tx.commit_lsn)
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
                     continue
-                self._buffer(region, ch, tx.commit_lsn, state, buffers, stats, watched)
-        self._flush(buffers, stats, touched)
+                self._buffer(region, ch, tx.commit_lsn, state, buffers, stats, watched, befores)
+        self._flush(buffers, stats)
         snapshot_done = False
         for tx in transactions:
             if tx.completes_snapshot:
                 self._sweep(region, tx.commit_lsn)
                 snapshot_done = True
-        # The serving figures follow streamed changes batch by batch; a snapshot's rows
-        # stay invisible until it completes, and then the region is rebuilt whole.
-        if transactions and (snapshot_done or any(tx.tx_id is not None for tx in transactions)):
-            cut = max(tx.commit_lsn for tx in transactions)
-            self.serving.maintain(
-                region, touched, cut, rebuild=snapshot_done or stats.truncates > 0
-            )
+        # The figures follow streamed changes batch by batch; a snapshot's rows stay
+        # invisible until it completes, and then the region is loaded whole.
+        live = [tx for tx in transactions if tx.tx_id is not None]
+        if snapshot_done or stats.truncates:
+            self.figures.rebuild(region, max(tx.commit_lsn for tx in transactions))
+        elif live:
+            self.figures.maintain(region, live, live[-1].commit_lsn, befores)
         if watermark is not None:
             self.advance(watermark)
         return stats
 
-    def load_watermarks(self) -> dict[str, Watermark]:
-        """The applied watermark of every region, to resume from after a restart; a
-        region whose serving figures were never built whole is built at it first."""
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
+        """The applied watermark of every region, to resume from after a restart or a
+        rebalance; the figures of `regions` (just assigned: another member may have
+        moved them on) are loaded at it, and what is served is brought in line."""
         rows = self._query(
             "SELECT region, applied_commit_lsn, toUnixTimestamp64Milli(source_commit_ts), "
             "toUnixTimestamp64Milli(heartbeat_ts) FROM watermarks",
@@ -190,9 +191,9 @@ class ProjectionWriter:
             r: Watermark(r, int(lsn), int(ts), None if hb is None else int(hb))
             for r, lsn, ts, hb in rows
         }
-        for region, mark in marks.items():
-            if not self.serving.is_built(region):
-                self.serving.rebuild(region, mark.commit_lsn)
+        for region in regions:
+            mark = marks.get(region)
+            self.figures.rebuild(region, mark.commit_lsn if mark else 0)
         return marks
 
     def advance(self, watermark: Watermark) -> None:
@@ -241,9 +242,12 @@ class ProjectionWriter:
         buffers: dict[str, _Columns],
         stats: WriteStats,
         watched: set[tuple[str, tuple[object, ...]]] | None = None,
+        befores: dict[tuple[str, int], tuple[object, ...]] | None = None,
     ) -> None:
         """Buffer one change; `state` follows the rows of the `watched` keys (None: all)
-        through the batch, for a later delete or placeholder of the same key."""
+        through the batch, for a later delete or placeholder of the same key. A delete
+        without a before image gets the row it deletes in `befores` (by table and LSN),
+        for the figures."""
         row = ch.row
         if (
             row is not None
@@ -261,11 +265,17 @@ class ProjectionWriter:
         prev = state.get(k)
         extra: Any = ch.extra
         if ch.row is None:
-            # A delete carries only the key: keep the last known values so the deleted
-            # version lands under the same read-path keys (owner_id, sku_id, ...).
-            row = prev[0] if prev else _FILLERS[ch.table]
-            if prev is not None:
-                extra = prev[1]
+            # A delete carries the row it deletes with REPLICA IDENTITY FULL, else only
+            # the key: keep the last known values so the deleted version lands under the
+            # same read-path keys (owner_id, sku_id, ...).
+            if ch.before is not None:
+                row = ch.before
+            elif prev is not None:
+                row, extra = prev
+                if befores is not None:
+                    befores[(ch.table, ch.lsn)] = row
+            else:
+                row = _FILLERS[ch.table]
             deleted = 1
         else:
             row = ch.row
@@ -316,7 +326,9 @@ class ProjectionWriter:
         watched: set[tuple[str, tuple[object, ...]]] = set()
         for tx in transactions:
             for ch in tx.changes:
-                if isinstance(ch, RowChange) and (ch.row is None or ch.unavailable):
+                if isinstance(ch, RowChange) and (
+                    (ch.row is None and ch.before is None) or ch.unavailable
+                ):
                     watched.add((ch.table, ch.key))
         seen: set[tuple[str, tuple[object, ...]]] = set()
         wanted: dict[str, list[object]] = {}
@@ -328,7 +340,7 @@ class ProjectionWriter:
                 if k in seen or k not in watched:
                     continue
                 seen.add(k)
-                if ch.row is None or ch.unavailable:
+                if (ch.row is None and ch.before is None) or ch.unavailable:
                     wanted.setdefault(ch.table, []).append(ch.key[0])
         state: dict[tuple[str, tuple[object, ...]], tuple[tuple[object, ...], Any]] = {}
         for table, ids in wanted.items():
@@ -397,12 +409,11 @@ class ProjectionWriter:
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"{what} of {table_name(table)}") from exc
 
-    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats, touched: Touched) -> None:
+    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats) -> None:
         for table, buf in buffers.items():
             if len(buf):
                 self._inserter(table_name(table), buf.data, buf.names)
                 stats.rows[table] = stats.rows.get(table, 0) + len(buf)
-                touched.note(table, buf.names, buf.data)
 
     def _query(self, sql: str, params: dict[str, Any]) -> Any:
         try:

@@ -67,6 +67,7 @@ class RowChange(NamedTuple):
     snapshot: Snapshot
     unavailable: frozenset[str] = frozenset()
     extra: Mapping[str, str] = NO_EXTRA
+    before: tuple[object, ...] | None = None
 
     @property
     def spec(self) -> TableSpec:

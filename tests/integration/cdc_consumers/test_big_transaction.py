@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -41,8 +41,8 @@ class RecordingSink:
         self.rows_of: Counter[int] = Counter()
         self.hidden = False
 
-    def load_watermarks(self) -> dict[str, Watermark]:
-        return self.writer.load_watermarks()
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
+        return self.writer.load_watermarks(regions)
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None

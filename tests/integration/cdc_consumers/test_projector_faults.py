@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class Sink:
         self.refusing = False
         self.refused = 0
 
-    def load_watermarks(self) -> dict[str, Watermark]:
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
     def write(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -29,7 +29,7 @@ class ListSink:
         self.transactions: list[Transaction] = []
         self.watermarks: dict[str, Watermark] = {}
 
-    def load_watermarks(self) -> dict[str, Watermark]:
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return dict(self.watermarks)
 
     def write(

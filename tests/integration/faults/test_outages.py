@@ -7,7 +7,7 @@ repaired by re-snapshotting that one region."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -69,8 +69,8 @@ class RefusingSink:
         self.refusing = True
         self.refused = 0
 
-    def load_watermarks(self) -> dict[str, Watermark]:
-        return self.inner.load_watermarks()
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
+        return self.inner.load_watermarks(regions)
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None

@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -110,7 +110,7 @@ class ListSink:
     def __init__(self) -> None:
         self.writes: list[tuple[str, Sequence[Transaction], Watermark | None]] = []
 
-    def load_watermarks(self) -> dict[str, Watermark]:
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
     def write(

@@ -11,7 +11,6 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from read_model import queries
-from read_model.serving import Touched
 from read_model.writer import ProjectionWriter
 from schemas.events import Op, RowChange, Snapshot, Transaction, Truncate, Watermark
 from schemas.wms_model import WMS_MODEL
@@ -122,7 +121,7 @@ def test_receive_then_move_is_visible_whole(ch: Client, region: str) -> None:
     first, _second = move.changes
     w_part = Transaction(region, move.tx_id, move.commit_lsn, move.commit_ts_ms, [first])
     # Insert half the transaction without moving the watermark (a crash mid-batch) ...
-    w._flush(_buffered(w, region, w_part), _stats(), Touched())
+    w._flush(_buffered(w, region, w_part), _stats())
     mid = stock(ch, code)
     assert mid is not None
     assert (mid.on_hand, mid.available) == (10, 10)  # old totals, not 6 of 10

@@ -1,4 +1,4 @@
-"""`stock_current` (read_model.serving) follows every change the figures depend on, writes
+"""`stock_current` (read_model.figures) follows every change the figures depend on, writes
 nothing on a replay, and is rebuilt for a region it never had."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from read_model import queries, serving
+from read_model import figures, queries
 from read_model.writer import ProjectionWriter
 from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
@@ -87,7 +87,7 @@ def test_a_region_never_built_is_built_when_a_writer_resumes(ch: Client, region:
         ch.command(f"DELETE FROM {table} WHERE region = {{r:String}}", parameters={"r": region})
     ch.command("DELETE FROM stock_point WHERE owner = {o:String}", parameters={"o": f"{code}-OW"})
     assert stock(ch, code) is None
-    ProjectionWriter(ch).load_watermarks()
+    ProjectionWriter(ch).load_watermarks([region])
     assert stock(ch, code) == expected
     assert expected is not None
     assert expected.available == 7
@@ -233,10 +233,10 @@ def _agrees_with_bi_and_a_rebuild(ch: Client, w: ProjectionWriter, region: str, 
     and a rebuild at the same cut finds nothing to change: incremental maintenance and
     a rebuild give the same `stock_current`."""
     params = {"region": region, "wm": cut}
-    served = sorted(tuple(r) for r in ch.query(serving._CURRENT_ALL, parameters=params).result_rows)
+    served = sorted((region, *r) for r in ch.query(figures._SERVED, parameters=params).result_rows)
     bi = ch.query("SELECT * FROM bi_stock WHERE region = {region:String}", parameters=params)
     assert served == sorted(tuple(r) for r in bi.result_rows)
-    assert w.serving.rebuild(region, cut).versions_written == 0
+    assert w.figures.rebuild(region, cut) == 0
 
 
 def _on_hand(ch: Client, owner: str, warehouse: str, sku: str) -> int | None:
