@@ -76,15 +76,15 @@ def test_an_inbound_order_closing_clears_inbound_expected(ch: Client, region: st
     assert stock(ch, code) is None  # no balance rows and nothing inbound: absent
 
 
-def test_a_region_never_built_is_built_when_a_writer_resumes(ch: Client, region: str) -> None:
-    """A projection from before `stock_current` existed: the figures appear at restart."""
+def test_a_region_assigned_again_gets_its_served_figures_corrected(ch: Client, region: str) -> None:
+    """What `stock_current` serves is compared with the state when a region is assigned:
+    figures lost (or a projection from before the table existed) come back."""
     t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
     md = master_data(t, code)
     receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10, alloc=3)))
     w.write(region, [md, receive], t.wm(receive))
     expected = stock(ch, code)
-    for table in ("stock_current", "_stock_current_built"):
-        ch.command(f"DELETE FROM {table} WHERE region = {{r:String}}", parameters={"r": region})
+    ch.command("DELETE FROM stock_current WHERE region = {r:String}", parameters={"r": region})
     ch.command("DELETE FROM stock_point WHERE owner = {o:String}", parameters={"o": f"{code}-OW"})
     assert stock(ch, code) is None
     ProjectionWriter(ch).load_watermarks([region])
@@ -131,7 +131,8 @@ def test_many_versions_later_the_figures_equal_the_versioned_tables(
 def test_a_deleted_ledger_row_no_longer_counts_as_the_last_movement(
     ch: Client, region: str
 ) -> None:
-    """`_ledger_last` keeps a max, which cannot forget: the writer recomputes it."""
+    """The latest movement is a max, which cannot forget: a deleted ledger row reloads
+    its SKU's state."""
     t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
     md = master_data(t, code)
     receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)), _ledger(1, T0))
@@ -147,7 +148,7 @@ def test_a_deleted_ledger_row_no_longer_counts_as_the_last_movement(
     assert s is not None
     assert s.last_movement_at == T0
     after = t.tx(_ledger(3, T0 + timedelta(minutes=5)))
-    w.write(region, [after], t.wm(after))  # the history-free path again, repaired
+    w.write(region, [after], t.wm(after))  # in memory again, from the reloaded state
     s = stock(ch, code)
     assert s is not None
     assert s.last_movement_at == T0 + timedelta(minutes=5)
