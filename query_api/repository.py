@@ -11,9 +11,8 @@ from typing import Any, TypeVar
 
 from clickhouse_connect.driver.client import Client
 
-from read_model import queries
 from read_model.errors import classify
-from read_model.queries import MovementRow, StockRow
+from read_model.queries import MovementRow
 
 T = TypeVar("T")
 
@@ -56,46 +55,6 @@ def owner_codes(client: Client, after: str, limit: int) -> list[str]:
         "owner codes",
     )
     return [str(r[0]) for r in result.result_rows]
-
-
-def stock_page_sku(
-    client: Client,
-    owner: str,
-    sku: str,
-    warehouse: str | None = None,
-    limit: int = 100,
-    after_warehouse: str = "",
-) -> list[StockRow]:
-    """One SKU of an owner across warehouses, ordered by warehouse, after a warehouse."""
-    out: list[StockRow] = []
-    for region, oid in sorted(queries.owner_ids(client, owner).items()):
-        ids = _select(
-            client,
-            "SELECT id FROM cur_sku_by_code WHERE region = {region:String}"
-            " AND owner_id = {owner_id:Int64} AND sku_code = {sku:String} LIMIT 1",
-            {"region": region, "owner_id": oid, "sku": sku},
-            "sku id",
-        ).result_rows
-        if not ids:
-            continue
-        out += _rows(
-            client,
-            StockRow,
-            "SELECT * FROM stock_p(region = {region:String}, owner_id = {owner_id:Int64},"
-            " sku_id = {sku_id:Int64})"
-            " WHERE ({warehouse:String} = '' OR warehouse = {warehouse:String})"
-            " AND warehouse > {aw:String} ORDER BY warehouse LIMIT {limit:UInt32}",
-            {
-                "region": region,
-                "owner_id": oid,
-                "sku_id": int(ids[0][0]),
-                "warehouse": warehouse or "",
-                "aw": after_warehouse,
-                "limit": limit,
-            },
-        )
-    out.sort(key=lambda r: r.warehouse)
-    return out[:limit]
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,7 +511,7 @@ def _stock_rows(
                 if resume and after is not None and after[2] != sku:
                     continue
                 aw = after[1] if resume and after is not None else ""
-                out += repository.stock_page_sku(client, o, sku, warehouse, need, aw)
+                out += queries.stock_page_sku(client, o, sku, warehouse, need, aw)
             else:
                 pos = (after[1], after[2]) if resume and after is not None else None
                 out += queries.stock_page(client, o, warehouse, need, pos)

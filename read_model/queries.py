@@ -359,6 +359,12 @@ _SERVED_PAGE = _served(
     " AND (warehouse, sku) > ({aw:String}, {asku:String}) ORDER BY warehouse, sku"
     " LIMIT {limit:UInt32}",
 )
+#: One SKU of an owner across warehouses (`stock_current` is sorted by owner, sku).
+_SERVED_SKU = _served(
+    "owner = {owner:String} AND sku = {sku:String}"
+    " AND ({warehouse:String} = '' OR warehouse = {warehouse:String})",
+    " AND warehouse > {aw:String} ORDER BY warehouse LIMIT {limit:UInt32}",
+)
 
 _LOTS = (
     "SELECT b.lot_id AS lot_id, any(t.lot_no) AS lot_no,"
@@ -701,6 +707,27 @@ def _point_row(owner: str, warehouse: str, sku: str, doc: dict[str, Any]) -> Sto
     if (moved := figures["last_movement_at"]) is not None:
         figures["last_movement_at"] = _utc(datetime.fromisoformat(moved))
     return StockRow(owner, warehouse, sku, **figures)
+
+
+def stock_page_sku(
+    client: Client,
+    owner: str,
+    sku: str,
+    warehouse: str | None = None,
+    limit: int = 100,
+    after_warehouse: str = "",
+) -> list[StockRow]:
+    """One SKU of an owner across warehouses, ordered by warehouse, after a warehouse:
+    the figures the projection writer serves, at the watermarks now."""
+    params = {
+        "owner": owner,
+        "sku": sku,
+        "warehouse": warehouse or "",
+        "aw": after_warehouse,
+        "limit": limit,
+        **_cuts(visible_lsns(client)),
+    }
+    return _rows(client, StockRow, _SERVED_SKU, params)
 
 
 def stock_page(

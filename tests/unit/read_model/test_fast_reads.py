@@ -180,8 +180,10 @@ def _compare(ch: Client, prefix: str, regions: list[str]) -> None:
                 reference.stock_page(ch, owner, limit=3, after=cursor)
             )
         assert queries.movements(ch, owner, limit=7) == reference.movements(ch, owner, limit=7)
+        whole = reference.stock_page(ch, owner, limit=1000)
         for s in (1, 2, 3):
             sku = f"SKU-{s}"
+            assert queries.stock_page_sku(ch, owner, sku) == [r for r in whole if r.sku == sku]
             assert queries.movements(ch, owner, sku=sku) == reference.movements(ch, owner, sku=sku)
             for n in range(4):
                 serial = f"SN-{n}"

@@ -316,3 +316,25 @@ def test_a_code_taken_by_another_sku_keeps_that_skus_key(ch: Client, region: str
     w.write(region, [later], t.wm(later))
     assert (_on_hand(ch, ow, wh, "SKU-1"), _on_hand(ch, ow, wh, "SKU-1B")) == (4, 11)
     _agrees_with_bi_and_a_rebuild(ch, w, region, later.commit_lsn)
+
+
+def test_a_skus_page_across_warehouses_reads_what_the_writer_serves(
+    ch: Client, region: str
+) -> None:
+    """`GET /v1/stock?sku=` answers from `stock_current` like every other stock read (one
+    definition of the figures: the writer's), not from a second computation."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    md = master_data(t, code)
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    w.write(region, [md, receive], t.wm(receive))
+    owner = f"{code}-OW"
+    (row,) = queries.stock_page_sku(ch, owner, "SKU-1")
+    assert (row.warehouse, row.on_hand) == (f"{code}-WH", 10)
+    ch.command(
+        "INSERT INTO stock_current SELECT * REPLACE (7 AS on_hand, _seq + 1 AS _seq)"
+        " FROM stock_current WHERE region = {r:String} ORDER BY _seq DESC LIMIT 1",
+        parameters={"r": region},
+    )
+    (row,) = queries.stock_page_sku(ch, owner, "SKU-1")
+    assert row.on_hand == 7
+    assert queries.stock_page_sku(ch, owner, "SKU-1", after_warehouse=f"{code}-WH") == []
