@@ -16,17 +16,19 @@ time) marks its SKUs for a reload: `FigureKeeper` reads their state from ClickHo
 the batch's cut, a targeted slower path for rare changes. Owner, warehouse and SKU
 renames move keys in memory.
 
-`FigureKeeper` loads a region's state at its watermark the first time a writer meets
-it (and again after a rebalance, a truncate or a snapshot), applies each batch, and
-writes a version of every key whose figures changed into `stock_current` at the batch's
-commit LSN, a delete version for every key that vanished or lost its name. No
-ClickHouse read on the streaming path.
+`FigureKeeper` loads a region's state at its watermark when the region is assigned to
+the writer (and after a truncate or a snapshot), applies each batch, and writes a
+version of every key a transaction changed into `stock_current` at that transaction's
+commit LSN (a delete for a key that vanished or lost its name), so the served figures
+are exact at every commit; reloaded SKUs get theirs at the batch's cut. No ClickHouse
+read on the streaming path.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from types import MappingProxyType
@@ -151,6 +153,7 @@ class RegionFigures:
     orphans: set[Name] = field(default_factory=set)
     #: (commit LSN, LSN) of the last change applied: a replay is skipped
     applied: tuple[int, int] = (0, 0)
+    warned_no_before: bool = False
 
     # -- applying changes ----------------------------------------------------------
 
@@ -220,7 +223,16 @@ class RegionFigures:
 
     def _inventory(self, id_: Any, op: Op, before: Any, after: Any) -> None:
         if op is Op.UPDATE and before is None:
-            # No before image (REPLICA IDENTITY not FULL): its old share is unknown.
+            # No before image (REPLICA IDENTITY not FULL): its old share is unknown, so
+            # the SKU is read back at the batch's cut, and its figures are exact at the
+            # batch's commits only (not at the ones inside it).
+            if not self.warned_no_before:
+                self.warned_no_before = True
+                log.warning(
+                    "figures.no_before_image",
+                    region=self.region,
+                    fix="ALTER TABLE inventory REPLICA IDENTITY FULL in the WMS database",
+                )
             self.reload_skus.add(after[_INV[1]])
             return
         if before is not None:
@@ -378,13 +390,19 @@ class RegionFigures:
             return None
         return (owner, warehouse, sku[1])
 
-    def take_changes(self) -> Iterator[tuple[Name, Figures | None]]:
+    def take_changes(self, hold: Collection[int] = ()) -> Iterator[tuple[Name, Figures | None]]:
         """The served keys whose figures changed since the last call (None: delete),
-        recorded as served. Keys with neither balance rows nor inbound quantity nor a
-        movement are forgotten."""
+        recorded as served; keys of the SKUs in `hold` stay dirty for a later call. Keys
+        with neither balance rows nor inbound quantity nor a movement are forgotten."""
         out: dict[Name, Figures | None] = dict.fromkeys(self.orphans)
         self.orphans.clear()
-        for key in self.dirty:
+        dirty = self.dirty
+        if hold:
+            self.dirty = {k for k in dirty if k[1] in hold}
+            dirty = dirty - self.dirty
+        else:
+            self.dirty = set()
+        for key in dirty:
             state = self.keys.get(key)
             name = self.name_of(key) if state is not None and state.exists else None
             old = self.names.pop(key, None)
@@ -401,7 +419,6 @@ class RegionFigures:
                     warehouses.discard(key[0])
                     if not warehouses:
                         del self.sku_keys[key[1]]
-        self.dirty.clear()
         for name, figures in out.items():
             if self.served.get(name) != figures:
                 if figures is None:
@@ -533,6 +550,9 @@ _SERVED = (
     " AND _commit_lsn <= {wm:UInt64} GROUP BY owner, warehouse, sku)"
     f" WHERE v.{len(STOCK_FIGURES) + 1} = 0"
 )
+_STOCK_COLUMNS = [
+    "region", "owner", "warehouse", "sku", *STOCK_FIGURES, "_commit_lsn", "_seq", "_is_deleted"
+]  # fmt: skip
 _WATERMARK = "SELECT applied_commit_lsn FROM watermarks WHERE region = {region:String}"
 
 
@@ -549,30 +569,47 @@ class FigureKeeper:
         self,
         region: str,
         transactions: Sequence[Transaction],
-        cut: int,
         befores: Mapping[tuple[str, int], Sequence[object]] = _NONE,
     ) -> int:
-        """After the rows of `transactions` (up to commit LSN `cut`) are in, before the
-        watermark: apply them and write the figures that changed. Returns the versions
-        written. Any failure drops the region's state (loaded again on the retry)."""
-        try:
+        """After the rows of `transactions` are in, before the watermark: apply them and
+        write a version of every key whose figures a transaction changed, at its commit
+        LSN (so `stock_current` is exact at every commit: reconciliation and BI read it
+        at any cut). Returns the versions written."""
+        with self._dropped_on_failure(region):
             state = self._regions.get(region)
             if state is None:
                 state = self._regions[region] = self.load(region, self._watermark(region))
-            state.apply(transactions, befores)
-            self._reload_marked(state, cut)
-            return self._publish(state, cut)
+            changes: list[tuple[int, Name, Figures | None]] = []
+            for tx in transactions:
+                state.apply((tx,), befores)
+                if state.reload_locations:  # which SKUs they hold, at this commit
+                    self._skus_at_locations(state, tx.commit_lsn)
+                # SKUs to reload keep their served figures until the batch's cut.
+                held = state.reload_skus
+                changes += ((tx.commit_lsn, n, f) for n, f in state.take_changes(held))
+            if state.reload_skus:
+                cut = transactions[-1].commit_lsn
+                self._reload(state, cut)
+                changes += ((cut, n, f) for n, f in state.take_changes())
+            return self._write(state.region, changes)
+
+    def rebuild(self, region: str, cut: int) -> int:
+        """Load `region` whole at `cut` (assigned to this writer, a snapshot completed, a
+        truncate) and correct what is served there."""
+        with self._dropped_on_failure(region):
+            self._regions.pop(region, None)
+            state = self._regions[region] = self.load(region, cut)
+            return self._write(region, [(cut, n, f) for n, f in state.take_changes()])
+
+    @contextmanager
+    def _dropped_on_failure(self, region: str) -> Iterator[None]:
+        """A failure leaves the state ahead of what was written: it is dropped, and
+        loaded again at the watermark by the retry."""
+        try:
+            yield
         except BaseException:
             self._regions.pop(region, None)
             raise
-
-    def rebuild(self, region: str, cut: int) -> int:
-        """Load `region` whole at `cut` (a snapshot completed, a truncate) and write
-        what differs from what is served."""
-        self._regions.pop(region, None)
-        state = self.load(region, cut)
-        self._regions[region] = state
-        return self._publish(state, cut)
 
     def load(self, region: str, cut: int) -> RegionFigures:
         """`region`'s state at commit LSN `cut`, and what `stock_current` serves there;
@@ -627,50 +664,41 @@ class FigureKeeper:
         out.extend(KeyRow(k, (0,) * _SUMS, 0, (), t) for k, t in moved.items())
         return out
 
-    def _reload_marked(self, state: RegionFigures, cut: int) -> None:
-        """The targeted slower path: SKUs whose state a change could not give."""
-        params: dict[str, Any] = {"region": state.region, "wm": cut}
-        if state.reload_locations:
-            ids = sorted(state.reload_locations)
-            found = self._rows(_SKUS_AT_LOCATIONS, {**params, "ids": ids})
-            state.reload_skus.update(int(r[0]) for r in found)
-        if state.reload_skus:
-            skus = sorted(state.reload_skus)
-            owners = self._rows(_SKU_OWNERS, {**params, "skus": skus})
-            keys = sorted((int(o), int(s)) for o, s in owners)
-            state.replace_keys(
-                skus, self._key_rows({**params, "keys": keys}, _SOME) if keys else []
-            )
-            log.info("figures.reloaded", region=state.region, skus=len(skus), cut=cut)
+    def _skus_at_locations(self, state: RegionFigures, cut: int) -> None:
+        """The SKUs with balance rows at the locations that turned (un)sellable: what
+        their rows count in changed, so they are reloaded."""
+        ids = sorted(state.reload_locations)
+        params = {"region": state.region, "wm": cut, "ids": ids}
+        state.reload_skus.update(int(r[0]) for r in self._rows(_SKUS_AT_LOCATIONS, params))
         state.reload_locations.clear()
-        state.reload_skus.clear()
 
-    def _publish(self, state: RegionFigures, cut: int) -> int:
-        changes = list(state.take_changes())
+    def _reload(self, state: RegionFigures, cut: int) -> None:
+        """The targeted slower path: the state of the SKUs a change could not give,
+        read at `cut` (the batch's rows are in)."""
+        skus = sorted(state.reload_skus)
+        params: dict[str, Any] = {"region": state.region, "wm": cut, "skus": skus}
+        keys = sorted((int(o), int(s)) for o, s in self._rows(_SKU_OWNERS, params))
+        state.replace_keys(skus, self._key_rows({**params, "keys": keys}, _SOME) if keys else [])
+        state.reload_skus.clear()
+        log.info("figures.reloaded", region=state.region, skus=len(skus), cut=cut)
+
+    def _write(self, region: str, changes: list[tuple[int, Name, Figures | None]]) -> int:
+        """Versions of `stock_current`: (commit LSN, key, figures or None for a delete)."""
         if not changes:
             return 0
-        seq = time.time_ns()
         n = len(changes)
-        columns: list[list[Any]] = [[state.region] * n]
-        columns += [list(c) for c in zip(*(name for name, _ in changes), strict=True)]
         empty: Figures = (0,) * (len(STOCK_FIGURES) - 2) + (None, None)
-        figures = [f if f is not None else empty for _, f in changes]
-        columns += [list(c) for c in zip(*figures, strict=True)]
-        columns += [[cut] * n, [seq] * n, [int(f is None) for _, f in changes]]
-        self._inserter(
-            "stock_current",
-            columns,
-            [
-                "region",
-                "owner",
-                "warehouse",
-                "sku",
-                *STOCK_FIGURES,
-                "_commit_lsn",
-                "_seq",
-                "_is_deleted",
-            ],
-        )
+        names = [name for _, name, _ in changes]
+        figures = [f if f is not None else empty for _, _, f in changes]
+        columns: list[list[Any]] = [
+            [region] * n,
+            *(list(c) for c in zip(*names, strict=True)),
+            *(list(c) for c in zip(*figures, strict=True)),
+            [lsn for lsn, _, _ in changes],
+            [time.time_ns()] * n,
+            [int(f is None) for _, _, f in changes],
+        ]
+        self._inserter("stock_current", columns, _STOCK_COLUMNS)
         return n
 
     def _watermark(self, region: str) -> int:

@@ -222,115 +222,7 @@ _RESOLVE = (
 )
 
 
-def _stock_sql(scope: str, lines: str, sku_filter: str, codes: str, tail: str) -> str:
-    """Stock figures (wms/OPERATIONS.md) per (warehouse, sku) of one owner in one region.
-
-    `scope` restricts the by-SKU copies of balance and ledger rows (sorting-key prefix),
-    `lines` the inbound lines (region, sku_id prefix), `sku_filter` which SKUs' inbound
-    lines count; `codes` adds the global-code columns and `tail` filters and orders."""
-    bal = latest_versions(
-        "wms_inventory_by_sku",
-        ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
-        ("sku_id", "id"),
-        scope,
-    )
-    loc = latest_versions(
-        "wms_location",
-        ("sellable",),
-        ("id",),
-        "region = {region:String} AND id IN"
-        f" (SELECT location_id FROM wms_inventory_by_sku WHERE {scope})",
-    )
-    lot = latest_versions(
-        "wms_lot",
-        ("expiry_date",),
-        ("id",),
-        f"region = {{region:String}} AND id IN (SELECT lot_id FROM wms_inventory_by_sku"
-        f" WHERE {scope})",
-    )
-    il = latest_versions(
-        "wms_inbound_line_by_sku",
-        ("inbound_order_id", "qty_expected", "qty_received"),
-        ("sku_id", "id"),
-        lines,
-    )
-    io = latest_versions(
-        "wms_inbound_order",
-        ("warehouse_id", "owner_id", "status"),
-        ("id",),
-        "region = {region:String} AND id IN"
-        f" (SELECT inbound_order_id FROM wms_inbound_line_by_sku WHERE {lines})",
-    )
-    txn = latest_versions(
-        "wms_inventory_txn_by_sku", ("occurred_at", "warehouse_id"), ("sku_id", "id"), scope
-    )
-    q = "toInt64(b.qty_on_hand)"
-    avail = "b.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
-    status_sums = ", ".join(
-        f"if(b.status = '{s}', {q}, 0) AS {s.lower()}"
-        for s in ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
-    )
-    return (
-        "SELECT f.warehouse_id AS warehouse_id, f.sku_id AS sku_id, " + codes + ","
-        " f.on_hand AS on_hand, f.available AS available, f.allocated AS allocated,"
-        " f.pending_putaway AS pending_putaway, f.qc_hold AS qc_hold, f.frozen AS frozen,"
-        " f.damaged AS damaged, f.returned AS returned, f.expired AS expired,"
-        " f.inbound_expected AS inbound_expected, f.earliest_expiry AS earliest_expiry,"
-        " mv.last_movement_at AS last_movement_at"
-        " FROM (SELECT warehouse_id, sku_id, sum(on_hand) AS on_hand,"
-        " sum(available) AS available, sum(allocated) AS allocated,"
-        " sum(pending_putaway) AS pending_putaway, sum(qc_hold) AS qc_hold,"
-        " sum(frozen) AS frozen, sum(damaged) AS damaged, sum(returned) AS returned,"
-        " sum(expired) AS expired, sum(inbound) AS inbound_expected,"
-        " min(expiry) AS earliest_expiry, max(has_balance) AS any_balance FROM ("
-        f" SELECT b.warehouse_id AS warehouse_id, b.sku_id AS sku_id, {q} AS on_hand,"
-        " toInt64(b.qty_allocated) AS allocated,"
-        f" if({avail}, {q} - b.qty_allocated, 0) AS available, {status_sums},"
-        " toInt64(0) AS inbound,"
-        f" if({avail} AND b.qty_on_hand > b.qty_allocated, t.expiry_date, NULL) AS expiry,"
-        " 1 AS has_balance"
-        f" FROM {bal} AS b LEFT JOIN {loc} AS l ON l.id = b.location_id"
-        f" LEFT JOIN {lot} AS t ON t.id = b.lot_id"
-        " UNION ALL"
-        " SELECT o.warehouse_id, il.sku_id, 0, 0, 0, 0, 0, 0, 0, 0, 0,"
-        " sum(greatest(toInt64(il.qty_expected) - il.qty_received, 0)),"
-        " CAST(NULL, 'Nullable(Date32)'), 0"
-        f" FROM {il} AS il INNER JOIN (SELECT id, warehouse_id FROM {io}"
-        " WHERE owner_id = {owner_id:Int64}"
-        " AND status IN ('CREATED', 'IN_TRANSIT', 'ARRIVED', 'RECEIVING')) AS o"
-        f" ON o.id = il.inbound_order_id WHERE {sku_filter}"
-        " GROUP BY o.warehouse_id, il.sku_id"
-        ") GROUP BY warehouse_id, sku_id HAVING any_balance = 1 OR inbound_expected > 0) AS f"
-        " LEFT JOIN (SELECT warehouse_id, sku_id, max(occurred_at) AS last_movement_at"
-        f" FROM {txn} GROUP BY warehouse_id, sku_id) AS mv"
-        " ON mv.warehouse_id = f.warehouse_id AND mv.sku_id = f.sku_id"
-        f"{tail} SETTINGS join_use_nulls = 1"
-    )
-
-
 _ONE_SKU = "region = {region:String} AND owner_id = {owner_id:Int64} AND sku_id = {sku_id:Int64}"
-_OWNER = "region = {region:String} AND owner_id = {owner_id:Int64}"
-# The owner's SKUs as of the cut (the page needs their codes; inbound lines count only
-# for them, as in the reference view).
-_OWNER_SKUS = latest_versions("wms_sku_by_code", ("sku_code",), ("id",), _OWNER)
-_OWNER_LINES = (
-    "region = {region:String} AND sku_id IN (SELECT id FROM wms_sku_by_code"
-    " WHERE region = {region:String} AND owner_id = {owner_id:Int64})"
-)
-
-_STOCK_PAGE = _stock_sql(
-    _OWNER,
-    _OWNER_LINES,
-    f"il.sku_id IN (SELECT id FROM {_OWNER_SKUS})",
-    "{owner:String} AS owner, wh.code AS warehouse, sk.sku_code AS sku",
-    " LEFT JOIN (SELECT id, code FROM "
-    + latest_versions("wms_warehouse", ("code",), ("id",), "region = {region:String}")
-    + ") AS wh ON wh.id = f.warehouse_id"
-    f" LEFT JOIN {_OWNER_SKUS} AS sk ON sk.id = f.sku_id"
-    " WHERE ({warehouse:String} = '' OR warehouse = {warehouse:String})"
-    " AND (warehouse, sku) > ({aw:String}, {asku:String})"
-    " ORDER BY warehouse, sku LIMIT {limit:UInt32}",
-)
 
 
 def _served(where: str, tail: str) -> str:
@@ -742,41 +634,11 @@ def stock_page(
     `after` = (warehouse, sku) of the previous page's last row; as of `cut` (default: the
     watermarks now; reconciliation passes an older LSN, regions left out see nothing)."""
     aw, asku = after or ("", "")
-    if cut is None:  # now: the serving table, maintained by the projection writer
-        return _rows(
-            client,
-            StockRow,
-            _SERVED_PAGE,
-            {
-                "owner": owner,
-                "warehouse": warehouse or "",
-                "aw": aw,
-                "asku": asku,
-                "limit": limit,
-                **_cuts(visible_lsns(client)),
-            },
-        )
-    # at an older cut (reconciliation): computed from the versioned tables
-    cut = dict(cut)
-    out: list[StockRow] = []
-    for region, oid in sorted(owner_ids(client, owner, cut).items()):
-        out += _rows(
-            client,
-            StockRow,
-            _STOCK_PAGE,
-            {
-                "region": region,
-                "owner_id": oid,
-                "owner": owner,
-                "warehouse": warehouse or "",
-                "aw": aw,
-                "asku": asku,
-                "limit": limit,
-                "wm": cut.get(region, 0),
-            },
-        )
-    out.sort(key=lambda r: (r.warehouse, r.sku))
-    return out[:limit]
+    params = {"owner": owner, "warehouse": warehouse or "", "aw": aw, "asku": asku}
+    # The figures the projection writer serves (a version at every commit, so exact at
+    # any cut the watermarks passed), as the API reads them.
+    cuts = _cuts(visible_lsns(client) if cut is None else cut)
+    return _rows(client, StockRow, _SERVED_PAGE, {**params, "limit": limit, **cuts})
 
 
 def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:

@@ -11,7 +11,8 @@ tell). So changes in flight raise no alarm.
 
 Checks: every replicated table row for row (keyset chunks merge-joined by id, a row
 checksum per table), and the stock figures per (owner, warehouse, SKU) of the oracle's
-SQL against the serving queries at the same cut. A difference is reported only when a
+SQL against what the API serves (`stock_current`, a version at every commit) at the
+same cut. A difference is reported only when a
 second pass at a later point finds it again (a commit racing the snapshot, microseconds
 wide, is not a finding). Values are compared in one canonical form (UTC datetimes,
 Decimals, parsed JSON), so a difference is a real difference.
@@ -280,8 +281,8 @@ def _wms_figures(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str], di
 def projected_figures(
     client: Client, owners: Iterable[str], cut: Mapping[str, int] | None = None
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The same figures from the serving queries, every key of `owners`, as of `cut`
-    (default: the watermarks now)."""
+    """The figures the API serves (`stock_current`, written by the projector), every key
+    of `owners`, as of `cut` (default: the watermarks now)."""
     out = {}
     for owner in sorted(owners):
         after: tuple[str, str] | None = None

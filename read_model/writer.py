@@ -173,7 +173,7 @@ class ProjectionWriter:
         if snapshot_done or stats.truncates:
             self.figures.rebuild(region, max(tx.commit_lsn for tx in transactions))
         elif live:
-            self.figures.maintain(region, live, live[-1].commit_lsn, befores)
+            self.figures.maintain(region, live, befores)
         if watermark is not None:
             self.advance(watermark)
         return stats

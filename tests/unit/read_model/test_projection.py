@@ -43,7 +43,8 @@ class Tx:
         self.txid = 500
 
     def tx(self, *changes: tuple[str, str, dict[str, Any]]) -> Transaction:
-        """changes: (table, op, values); op 'd' takes values {'id': …}."""
+        """changes: (table, op, values); op 'd' takes values {'id': …}; `_before` in
+        values: the old row's values (a before image, REPLICA IDENTITY FULL)."""
         self.txid += 1
         out = []
         for table, op, values in changes:
@@ -51,12 +52,13 @@ class Tx:
             is_del = op == "d"
             unavailable = frozenset(values.pop("_unavailable", ()))
             extra = values.pop("_extra", {})
+            old = values.pop("_before", None)
             out.append(
                 RowChange(
                     self.region, table, Op(op), (values["id"],),
                     None if is_del else row(table, **values),
                     self.lsn, self.txid, 1_767_225_600_000 + self.lsn, Snapshot.NO,
-                    unavailable, extra,
+                    unavailable, extra, None if old is None else row(table, **old),
                 )
             )  # fmt: skip
         self.lsn += 10
