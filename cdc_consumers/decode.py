@@ -11,6 +11,9 @@ as expected, takes a fast path first: msgspec parses it straight into a per-tabl
 struct (types checked in C, no dict per record), and generated code finishes the row.
 Anything that path does not take whole is decoded again by the checked path, which says
 exactly what is wrong; the two give the same event for every record the fast one takes.
+
+Updates and deletes of `FULL_BEFORE_TABLES` also carry the old row (`RowChange.before`),
+decoded by the same per-table plan as `after`; other tables never look at `before`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from schemas.events import (
     TxEnd,
     WalMark,
 )
-from schemas.wms_model import WMS_MODEL, Decoder, TableSpec
+from schemas.wms_model import FULL_BEFORE_TABLES, WMS_MODEL, Decoder, TableSpec
 
 #: A table's fast row: the typed struct of `after` to the row tuple (None: not taken).
 _FastRow = Callable[[Any], tuple[object, ...] | None]
@@ -62,12 +65,25 @@ _SNAPSHOTS: Mapping[str, Snapshot] = {s.value: s for s in Snapshot}
 _FAST_OPS: Mapping[str, Op] = {"c": Op.CREATE, "u": Op.UPDATE, "r": Op.READ}
 _NO_COLUMNS: frozenset[str] = frozenset()
 _new_tuple = tuple.__new__
+_NULL = msgspec.Raw(b"null")
+
+#: What Debezium writes, as decoded, into a NOT NULL column that a key-only old tuple
+#: (REPLICA IDENTITY DEFAULT) lacks and whose DDL has no default: its type's zero (a
+#: nullable column stays null). Types whose filler is not certain are left out.
+_KEY_ONLY_FILLERS: Mapping[str, object] = {
+    "bigint": 0,
+    "integer": 0,
+    "text": "",
+    "char": "",
+    "boolean": False,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Per-table decoding plan, precomputed once: (name, decoder, nullable, toastable),
-    the key's positions in the row, and the fast path's `after` decoder and row."""
+    the key's positions in the row, the fast path's `after` decoder and row, and for a
+    table of `FULL_BEFORE_TABLES` how to tell its full old row from a key-only one."""
 
     spec: TableSpec
     columns: tuple[tuple[str, Decoder, bool, bool], ...]
@@ -76,6 +92,9 @@ class _Plan:
     names: frozenset[str]
     fast_after: msgspec.json.Decoder[Any]
     fast_row: _FastRow
+    full_before: bool  # decode `before` of its updates and deletes
+    # (position, filler) of the columns a key-only image fills in (see `_full_image`).
+    key_only_fill: tuple[tuple[int, object], ...]
 
 
 class _FastSource(msgspec.Struct):
@@ -91,11 +110,13 @@ class _FastSource(msgspec.Struct):
 
 
 class _FastEnvelope(msgspec.Struct):
-    """A data event's envelope; `after` stays raw until its table is known."""
+    """A data event's envelope; `after` and `before` stay raw until the table is known
+    (`before` is only read for a table of `FULL_BEFORE_TABLES`)."""
 
     op: str
     source: _FastSource
     after: msgspec.Raw
+    before: msgspec.Raw = _NULL
 
 
 _FAST_ENVELOPE = msgspec.json.Decoder(_FastEnvelope)
@@ -168,8 +189,27 @@ def _fast_table(spec: TableSpec) -> tuple[msgspec.json.Decoder[Any], _FastRow]:
     return msgspec.json.Decoder(struct), namespace["fast_row"]
 
 
+def _key_only_fill(spec: TableSpec) -> tuple[tuple[int, object], ...]:
+    """The columns Debezium fills in for a key-only old tuple, with their filler: non-key
+    columns without a DDL default, nullable (null) or of a type in `_KEY_ONLY_FILLERS`."""
+    fill: list[tuple[int, object]] = []
+    for i, c in enumerate(spec.columns):
+        if c.primary_key or c.has_default:
+            continue
+        if c.nullable:
+            fill.append((i, None))
+        elif c.base_type in _KEY_ONLY_FILLERS:
+            fill.append((i, _KEY_ONLY_FILLERS[c.base_type]))
+    return tuple(fill)
+
+
 def _plan_of(spec: TableSpec) -> _Plan:
     fast_after, fast_row = _fast_table(spec)
+    full_before = spec.name in FULL_BEFORE_TABLES
+    key_only_fill = _key_only_fill(spec) if full_before else ()
+    if full_before and not key_only_fill:
+        # Every old row would look key-only: `before` could never be given.
+        raise ValueError(f"{spec.name}: no column tells a full before image from the key")
     return _Plan(
         spec=spec,
         columns=tuple(
@@ -180,6 +220,8 @@ def _plan_of(spec: TableSpec) -> _Plan:
         names=frozenset(spec.column_names),
         fast_after=fast_after,
         fast_row=fast_row,
+        full_before=full_before,
+        key_only_fill=key_only_fill,
     )
 
 
@@ -243,10 +285,17 @@ def _fast_change(region: str, value: bytes) -> RowChange | None:
         if op is None or plan is None or snapshot is None or src.name.rpartition(".")[2] != region:
             return None
         row = plan.fast_row(plan.fast_after.decode(env.after))
+        before = None
+        if plan.full_before and op is Op.UPDATE and env.before != _NULL:
+            before = plan.fast_row(plan.fast_after.decode(env.before))
+            if before is None:
+                return None
     except (msgspec.MsgspecError, ValueError, ArithmeticError):
         return None
     if row is None:
         return None
+    if before is not None:
+        before = _full_image(plan, before)
     key = (row[plan.pk_index[0]],) if len(plan.pk_index) == 1 else _pk(plan, row)
     # RowChange(...) without the NamedTuple's Python-level __new__ (every field given).
     return _new_tuple(
@@ -263,7 +312,7 @@ def _fast_change(region: str, value: bytes) -> RowChange | None:
             snapshot,
             _NO_COLUMNS,
             NO_EXTRA,
-            None,
+            before,
         ),
     )
 
@@ -314,7 +363,16 @@ def _data_event(region: str, v: dict[str, Any], where: str) -> RowChange | Trunc
             raise DecodeError("unexpected_shape", f"{where}: delete without before")
         key = _key(plan, before, where)
         return RowChange(
-            region, plan.spec.name, op, key, None, lsn, src["txId"], src["ts_ms"], snapshot
+            region,
+            plan.spec.name,
+            op,
+            key,
+            None,
+            lsn,
+            src["txId"],
+            src["ts_ms"],
+            snapshot,
+            before=_before(plan, before, where) if plan.full_before else None,
         )
     after = v["after"]
     if not isinstance(after, dict):
@@ -323,6 +381,9 @@ def _data_event(region: str, v: dict[str, Any], where: str) -> RowChange | Trunc
     key = _pk(plan, row)
     if unavailable and not unavailable.isdisjoint(plan.spec.primary_key):
         raise DecodeError("unavailable_key", f"{where}: key column unavailable")
+    before = None
+    if plan.full_before and op is Op.UPDATE:
+        before = _before(plan, v.get("before"), where)
     return RowChange(
         region,
         plan.spec.name,
@@ -335,7 +396,34 @@ def _data_event(region: str, v: dict[str, Any], where: str) -> RowChange | Trunc
         snapshot,
         unavailable,
         extra,
+        before,
     )
+
+
+def _before(plan: _Plan, before: object, where: str) -> tuple[object, ...] | None:
+    """The typed old row of an update or delete, decoded like `after`: a malformed image
+    is a `DecodeError`. None when the source sent no full image: null (an update under
+    REPLICA IDENTITY DEFAULT), the key alone, or an unavailable (TOASTed) value."""
+    if before is None:
+        return None
+    if not isinstance(before, dict):
+        raise DecodeError("unexpected_shape", f"{where}: before is not an object")
+    row, unavailable, _ = _row(plan, before, f"{where}: before")
+    if unavailable:
+        return None
+    return _full_image(plan, row)
+
+
+def _full_image(plan: _Plan, row: tuple[object, ...]) -> tuple[object, ...] | None:
+    """`row` if it is a whole old row, None if it is a key-only image. JSON cannot say
+    which: under REPLICA IDENTITY DEFAULT Debezium fills the non-key columns in (null, or
+    the column's default or its type's zero). A value in a filled-in column other than
+    its filler proves a full image; a row equal to the fillers is taken as key-only (for
+    `FULL_BEFORE_TABLES` no real row is: their foreign keys are never 0)."""
+    for i, filler in plan.key_only_fill:
+        if row[i] != filler:
+            return row
+    return None
 
 
 def _row(

@@ -1,7 +1,8 @@
 """The regional WMS PostgreSQL 15 clusters: one local cluster per region, own port.
 
 Each cluster gets `wal_level=logical`, a bounded slot WAL retention, the WMS schema
-(schemas/wms/schema.sql, loaded as the admin role), a filtered publication of the WMS
+(schemas/wms/schema.sql, loaded as the admin role) with REPLICA IDENTITY FULL on the
+tables whose old rows the projection needs, a filtered publication of the WMS
 tables for Debezium, and two roles: a CDC role (REPLICATION + SELECT, nothing else) and a
 workload role for the simulator (DML only). Only the CDC role may write logical-decoding
 messages (its heartbeat WAL marks), and pg_hba admits no physical replication: the CDC
@@ -27,6 +28,7 @@ from psycopg import sql
 from infra.errors import InfraError
 from infra.jvm import tail
 from schemas import WMS_SCHEMA_SQL
+from schemas.wms_model import FULL_BEFORE_TABLES
 from stockcdc.settings import WMS_TABLES, Region, Settings
 
 PG_MAJOR = 15
@@ -241,17 +243,38 @@ log_min_messages = warning
                 )
         with psycopg.connect(self.settings.pg_dsn(self.region), autocommit=True) as conn:
             load_wms_schema(conn)
+            set_replica_identity(conn)  # a schema loaded by an older version lacks it
             grant_roles(conn, s)
             ensure_publication(conn)
 
 
 def load_wms_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Install the WMS DDL into an empty database; a database that has it is left alone."""
+    """Install the WMS DDL, and the replica identity the projection needs, into an empty
+    database; a database that has it is left alone."""
     present = conn.execute("SELECT to_regclass('public.warehouse') IS NOT NULL").fetchone()
     if present and present[0]:
         return
     with conn.transaction():
         conn.execute(WMS_SCHEMA_SQL.encode())
+        set_replica_identity(conn)
+
+
+def set_replica_identity(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """REPLICA IDENTITY FULL on `FULL_BEFORE_TABLES`, so that Debezium sends their updates'
+    and deletes' whole old rows (the WMS schema file, an existing system's, says DEFAULT).
+
+    Idempotent, and altering only a table not yet FULL: the ALTER takes an ACCESS
+    EXCLUSIVE lock, which a running workload should not meet at every `infra up`."""
+    for table in FULL_BEFORE_TABLES:
+        identity = conn.execute(
+            "SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (f"public.{table}",)
+        ).fetchone()
+        if identity != ("f",):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(
+                    sql.Identifier("public", table)
+                )
+            )
 
 
 def grant_roles(

@@ -54,6 +54,10 @@ class RowChange(NamedTuple):
     `row` holds typed values in `spec.columns` order (None for a delete); a column listed
     in `unavailable` holds None there and must keep its previously projected value.
     `extra` keeps columns the model does not know (a WMS ADD COLUMN) as raw JSON text.
+    `before` is the typed old row, same order, of an update or delete of a table in
+    `FULL_BEFORE_TABLES` whose source sent it whole (REPLICA IDENTITY FULL); None for
+    any other change, and whenever the source sent no full old row (a key-only image
+    under REPLICA IDENTITY DEFAULT, an unavailable value): then it is not known.
     """
 
     region: str

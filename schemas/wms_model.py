@@ -99,12 +99,14 @@ PG_TYPES: Mapping[str, PgType] = {
 
 @dataclass(frozen=True, slots=True)
 class ColumnSpec:
-    """One source column: name, PostgreSQL type as written, nullability, key membership."""
+    """One source column: name, PostgreSQL type as written, nullability, key membership,
+    and whether the DDL gives it a default (DEFAULT or an identity)."""
 
     name: str
     pg_type: str  # e.g. "numeric(10, 3)", "char(2)", "timestamptz"
     nullable: bool
     primary_key: bool
+    has_default: bool = False
 
     @property
     def base_type(self) -> str:
@@ -152,6 +154,7 @@ _COLUMN = re.compile(
     r"(?P<type>bigint|integer|text|boolean|jsonb|date|timestamptz|char\(\d+\)"
     r"|numeric\(\d+,\s*\d+\))(?P<rest>.*)$"
 )
+_DEFAULT = re.compile(r"\b(DEFAULT|GENERATED)\b")
 _CONSTRAINT = re.compile(r"^\s*(UNIQUE|CHECK|PRIMARY KEY|CONSTRAINT|FOREIGN KEY|EXCLUDE)\b")
 
 
@@ -176,6 +179,7 @@ def parse_schema(ddl: str) -> dict[str, TableSpec]:
                     pg_type=re.sub(r",\s*", ", ", cm.group("type")),
                     nullable=not (pk or "NOT NULL" in rest),
                     primary_key=pk,
+                    has_default=_DEFAULT.search(rest) is not None,
                 )
             )
         tables[m.group(1)] = TableSpec(m.group(1), tuple(cols))
@@ -184,6 +188,15 @@ def parse_schema(ddl: str) -> dict[str, TableSpec]:
 
 #: Every WMS table the projection knows, by source table name, in schema order.
 WMS_MODEL: Mapping[str, TableSpec] = parse_schema(WMS_SCHEMA_SQL)
+
+#: Tables whose updates and deletes must carry the whole old row (`RowChange.before`):
+#: the stock figures are per-key sums over them, kept incrementally by taking a row's
+#: old values out of its key's sums. Debezium sends the old row only for a table with
+#: REPLICA IDENTITY FULL (under DEFAULT, `before` is null for an update and the key alone
+#: for a delete), so infra sets FULL on exactly these, and a deployed WMS must too.
+FULL_BEFORE_TABLES: tuple[str, ...] = ("inventory", "inbound_line")
+if not set(FULL_BEFORE_TABLES) <= WMS_MODEL.keys():
+    raise ValueError(f"FULL_BEFORE_TABLES not in the WMS schema: {FULL_BEFORE_TABLES}")
 
 
 def ms_to_datetime(ms: int) -> datetime:

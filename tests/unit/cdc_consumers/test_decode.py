@@ -372,3 +372,146 @@ def test_a_missing_or_extra_column_or_other_region_is_not_taken() -> None:
     assert isinstance(checked(s), RowChange)
     s = sample("create_lot")
     assert _fast_change("eu-central", orjson.dumps(s["value"])) is None
+
+
+# `before`: the old row of updates and deletes of FULL_BEFORE_TABLES (REPLICA IDENTITY
+# FULL sends it whole), typed like `after`; None wherever the source did not send it whole.
+OLD_INVENTORY = {
+    **sample("update_inventory")["value"]["after"],
+    "qty_on_hand": 9,
+    "qty_allocated": 2,
+    "status": "AVAILABLE",
+    "last_movement_at": "2026-11-27T07:50:00.000001Z",
+    "version": 1,
+}
+# An inbound line's old row as a key-only image of it reads (REPLICA IDENTITY DEFAULT):
+# the key, Debezium's fillers for NOT NULL columns (0, the column default), nulls.
+KEY_ONLY_INBOUND_LINE = {
+    "id": 1, "inbound_order_id": 0, "sku_id": 0, "lot_no": None, "production_date": None,
+    "expiry_date": None, "qty_expected": 0, "qty_received": 0, "qty_damaged": 0,
+    "updated_at": "1970-01-01T00:00:00.000000Z",
+}  # fmt: skip
+
+
+def with_before(
+    name: str, before: object, op: str | None = None, table: str | None = None
+) -> dict[str, Any]:
+    """Sample `name` with another `before` (and op, and source table)."""
+    s = sample(name)
+    s["value"]["before"] = before
+    if op is not None:
+        s["value"]["op"] = op
+    if table is not None:
+        s["value"]["source"]["table"] = table
+    return s
+
+
+def decoded(s: dict[str, Any]) -> RowChange:
+    e = decode(s["topic"].split(".")[1], s["topic"], 0, s["offset"], *raw(s))
+    assert isinstance(e, RowChange)
+    return e
+
+
+def typed_inventory(values: dict[str, Any]) -> tuple[object, ...]:
+    s = sample("create_inventory")
+    s["value"]["after"] = values
+    row = decoded(s).row
+    assert row is not None
+    return row
+
+
+def test_an_update_of_a_full_before_table_carries_the_typed_old_row() -> None:
+    s = with_before("update_inventory", OLD_INVENTORY)
+    e = decoded(s)
+    assert e.before == typed_inventory(OLD_INVENTORY)
+    assert e.before is not None
+    old = dict(zip(e.spec.column_names, e.before, strict=True))
+    assert (old["qty_on_hand"], old["qty_allocated"], old["status"]) == (9, 2, "AVAILABLE")
+    assert old["last_movement_at"] == datetime(2026, 11, 27, 7, 50, 0, 1, UTC)
+    assert e.row == typed_inventory(s["value"]["after"])
+    # The fast path takes it, and gives the checked path's event.
+    assert _fast_change("us-west", orjson.dumps(s["value"])) == e == checked(s)
+
+
+def test_a_delete_of_a_full_before_table_carries_the_typed_old_row() -> None:
+    e = decoded(with_before("delete_inventory", OLD_INVENTORY))
+    assert (e.op, e.key, e.row) == (Op.DELETE, (1,), None)
+    assert e.before == typed_inventory(OLD_INVENTORY)
+
+
+def test_a_key_only_before_is_no_old_row() -> None:
+    """REPLICA IDENTITY DEFAULT: a delete's before is the key and Debezium's fillers,
+    which decode fine but are no row; an update's before is null."""
+    e = dec("delete_inventory")  # captured from a DEFAULT identity table
+    assert isinstance(e, RowChange)
+    assert (e.key, e.before) == ((1,), None)
+    up = dec("update_inventory")
+    assert isinstance(up, RowChange)
+    assert up.before is None
+    line = decoded(with_before("delete_inventory", KEY_ONLY_INBOUND_LINE, table="inbound_line"))
+    assert (line.table, line.key, line.before) == ("inbound_line", (1,), None)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "typed"),
+    [("sku_id", 3, 3), ("qty_expected", 10, 10), ("lot_no", "L-1", "L-1"),
+     ("expiry_date", 20400, date(2025, 11, 8))],
+)  # fmt: skip
+def test_one_real_value_where_a_key_only_image_has_a_filler_makes_it_whole(
+    column: str, value: object, typed: object
+) -> None:
+    before = {**KEY_ONLY_INBOUND_LINE, column: value}
+    e = decoded(with_before("delete_inventory", before, table="inbound_line"))
+    assert e.before is not None
+    assert e.before[e.spec.index[column]] == typed
+
+
+def test_inserts_and_other_tables_have_no_old_row() -> None:
+    assert decoded(sample("create_inventory")).before is None
+    assert decoded(with_before("create_inventory", OLD_INVENTORY)).before is None
+    assert decoded(with_before("create_inventory", OLD_INVENTORY, op="r")).before is None
+    # location is not in FULL_BEFORE_TABLES: its before is never decoded, even when whole.
+    loc = sample("create_location")["value"]["after"]
+    for op in ("u", "d"):
+        for before in (loc, {**loc, "sellable": "not a boolean"}):
+            e = decoded(with_before("create_location", before, op))
+            assert (e.table, e.op.value, e.before) == ("location", op, None)
+
+
+def test_an_unavailable_value_in_the_old_row_makes_it_unknown() -> None:
+    s = with_before("update_inventory", {**OLD_INVENTORY, "status": UNAVAILABLE})
+    e = decoded(s)
+    assert e.before is None
+    assert e.row == typed_inventory(s["value"]["after"])
+    assert _fast_change("us-west", orjson.dumps(s["value"])) is None  # left to the checked
+
+
+@pytest.mark.parametrize("name", ["update_inventory", "delete_inventory"])
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("qty_on_hand", "9", "bad_value"),
+        ("in_date", "2026-11-27T07:50:00", "bad_value"),  # no zone
+        ("status", None, "null_value"),
+        ("sku_id", None, "missing_column"),  # None here: the column is left out
+    ],
+)
+def test_a_malformed_old_row_is_dead_lettered_like_a_malformed_row(
+    name: str, column: str, value: object, reason: str
+) -> None:
+    before = {**OLD_INVENTORY, column: value}
+    if reason == "missing_column":
+        del before[column]
+    s = with_before(name, before)
+    with pytest.raises(DecodeError) as err:
+        decoded(s)
+    assert err.value.reason == reason
+    assert f"before: inventory.{column}" in err.value.detail
+    assert _fast_change("us-west", orjson.dumps(s["value"])) is None
+
+
+def test_an_old_row_that_is_not_an_object_is_dead_lettered() -> None:
+    with pytest.raises(DecodeError) as err:
+        decoded(with_before("update_inventory", [1, 2]))
+    assert err.value.reason == "unexpected_shape"
+    assert "before is not an object" in err.value.detail

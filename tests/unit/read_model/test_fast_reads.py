@@ -16,11 +16,9 @@ from clickhouse_connect.driver.client import Client
 from read_model import queries, reference
 from read_model.writer import ProjectionWriter
 from schemas.events import Op, RowChange, Snapshot, Transaction, Watermark
-from schemas.wms_model import WMS_MODEL
+from schemas.wms_model import FULL_BEFORE_TABLES, WMS_MODEL
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-#: Tables whose updates and deletes carry the old row (infra sets REPLICA IDENTITY FULL).
-FULL_BEFORE_IMAGES = ("inventory",)
 STATUSES = ("AVAILABLE",) * 4 + ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED",
                                  "RETURNED", "EXPIRED")  # fmt: skip
 SERIAL_STATUSES = ("IN_STOCK", "ALLOCATED", "SHIPPED", "DAMAGED", "RETURNED")
@@ -58,7 +56,7 @@ class World:
         for table, op, values in changes:
             self.lsn += 10
             old = self.live.get(table, {}).get(values["id"])
-            full = self.before_images and table in FULL_BEFORE_IMAGES and op is not Op.CREATE
+            full = self.before_images and table in FULL_BEFORE_TABLES and op is not Op.CREATE
             before = _row(table, old) if full and old is not None else None
             if op is Op.DELETE:
                 self.live.get(table, {}).pop(values["id"], None)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from read_model.ddl import DDL_DIR, GENERATED
-from schemas.wms_model import PG_TYPES, WMS_MODEL
+from schemas.wms_model import FULL_BEFORE_TABLES, PG_TYPES, WMS_MODEL
 from stockcdc.settings import WMS_TABLES
 
 
@@ -29,6 +29,20 @@ def test_exact_clickhouse_types() -> None:
     assert WMS_MODEL["inventory"].column("in_date").ch_type == "DateTime64(6, 'UTC')"
     assert WMS_MODEL["inventory"].column("qty_on_hand").nullable is False
     assert WMS_MODEL["inventory"].column("lot_id").nullable is True
+
+
+def test_column_defaults_are_parsed() -> None:
+    inventory = WMS_MODEL["inventory"]
+    assert [c.name for c in inventory.columns if c.has_default] == [
+        "id", "qty_allocated", "in_date", "last_movement_at", "version"
+    ]  # fmt: skip
+    assert not inventory.column("status").has_default
+    assert WMS_MODEL["owner"].column("status").has_default  # DEFAULT 'ACTIVE' CHECK (...)
+
+
+def test_the_tables_needing_full_before_images_are_the_invertible_sums_inputs() -> None:
+    """OPERATIONS.md "Stock figures": sums over balance rows and inbound lines."""
+    assert FULL_BEFORE_TABLES == ("inventory", "inbound_line")
 
 
 @pytest.mark.parametrize(
