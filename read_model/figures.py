@@ -153,6 +153,7 @@ class RegionFigures:
     orphans: set[Name] = field(default_factory=set)
     #: (commit LSN, LSN) of the last change applied: a replay is skipped
     applied: tuple[int, int] = (0, 0)
+    applied_rows: set[tuple[str, tuple[object, ...]]] = field(default_factory=set)
     warned_no_before: bool = False
 
     # -- applying changes ----------------------------------------------------------
@@ -173,9 +174,18 @@ class RegionFigures:
                 if isinstance(ch, Truncate):
                     raise ValueError("a truncate reloads the region: not applied in memory")
                 position = (commit, ch.lsn)
-                if position <= self.applied:
+                if position < self.applied:
                     continue
-                self.applied = position
+                # One WAL record may carry several rows (a multi-row insert), so several
+                # changes share an LSN, and a spilled transaction's chunk may end among
+                # them: those applied at `applied` are told apart by their row.
+                row_id = (ch.table, ch.key)
+                if position == self.applied:
+                    if row_id in self.applied_rows:
+                        continue
+                    self.applied_rows.add(row_id)
+                else:
+                    self.applied, self.applied_rows = position, {row_id}
                 self._change(ch, befores)
 
     def _change(self, ch: RowChange, befores: Mapping[tuple[str, int], Sequence[object]]) -> None:

@@ -248,3 +248,23 @@ def test_changes_it_cannot_apply_mark_their_skus_for_a_reload() -> None:
     state.apply([world.tx([no_before, flip, expiry])])
     assert state.reload_skus == {2, 3}
     assert state.reload_locations == {2}
+
+
+def test_rows_of_one_wal_record_split_across_chunks_all_count_once() -> None:
+    """A multi-row insert is one WAL record: its rows share an LSN, and a spilled
+    transaction's chunks may split them. Each counts once, replayed or not."""
+    world, state = World(random.Random(5)), RegionFigures(R)
+    state.apply([world.tx(world.master())])
+    rows = [
+        world.change(
+            "inventory", Op.CREATE,
+            {"id": i, "warehouse_id": 1, "sku_id": 1, "location_id": 1, "lot_id": None,
+             "status": "AVAILABLE", "qty_on_hand": 1, "qty_allocated": 0},
+        )._replace(lsn=5000)
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    chunks = [Transaction(R, 9, 6000, 0, tuple(rows[:2])), Transaction(R, 9, 6000, 0, (rows[2],))]
+    for _ in range(2):  # the second time: a replay
+        for chunk in chunks:
+            state.apply([chunk])
+        assert state.keys[(1, 1)].sums[0] == 3
