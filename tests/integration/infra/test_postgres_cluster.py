@@ -1,5 +1,6 @@
 """A regional cluster of the tests' own (own state dir, port and region, never the dev
-clusters): where its log goes, how a failed start reads, and what its pg_hba admits."""
+clusters): where its log goes, how a failed start reads, what its pg_hba admits, and
+the replica identity an older cluster gets at the next bootstrap."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from infra.errors import InfraError
 from infra.postgres import PG_BIN, Cluster, remove_cluster_dirs
+from schemas.wms_model import FULL_BEFORE_TABLES
 from stockcdc.settings import LocalInfraSettings, Settings
+from tests.integration.infra.test_replica_identity import EXPECTED, replica_identities
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -162,3 +166,24 @@ def test_a_start_drops_the_physical_replication_line_of_an_older_cluster(
         )
     cluster.start()
     _assert_no_physical_but_logical_replication(settings, cluster, tmp_path / "copy")
+
+
+def test_bootstrap_gives_a_cluster_made_before_the_replica_identity_it_needs(
+    own: OwnClusters,
+) -> None:
+    """A fresh cluster has it with its schema; one bootstrapped by an older version (its
+    tables still DEFAULT) gets it at the next `infra up`, which bootstraps every cluster."""
+    settings, cluster = own.settings, own.cluster
+    with psycopg.connect(settings.pg_dsn(cluster.region), autocommit=True) as conn:
+        assert replica_identities(conn) == EXPECTED
+        for table in FULL_BEFORE_TABLES:  # as an older version left them
+            conn.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY DEFAULT").format(
+                    sql.Identifier("public", table)
+                )
+            )
+        assert set(replica_identities(conn).values()) == {"d"}
+    cluster.bootstrap()
+    cluster.bootstrap()  # and again: idempotent
+    with psycopg.connect(settings.pg_dsn(cluster.region)) as conn:
+        assert replica_identities(conn) == EXPECTED
