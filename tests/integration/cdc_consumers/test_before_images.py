@@ -6,7 +6,7 @@ left DEFAULT gets no old row."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import psycopg
 import pytest
@@ -28,7 +28,7 @@ class Sink:
     def __init__(self) -> None:
         self.changes: list[RowChange] = []
 
-    def load_watermarks(self) -> dict[str, Watermark]:
+    def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
     def write(
