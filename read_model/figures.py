@@ -40,7 +40,7 @@ from clickhouse_connect.driver.client import Client
 from read_model.client import ColumnInserter
 from read_model.ddl import STOCK_FIGURES
 from read_model.errors import classify
-from read_model.queries import latest_versions
+from read_model.queries import _cuts, _served, latest_versions
 from schemas.events import Op, RowChange, Transaction, Truncate
 from schemas.wms_model import WMS_MODEL
 
@@ -337,29 +337,15 @@ class RegionFigures:
         self.dirty.update((w, sku_id) for w in self.sku_keys.get(sku_id, ()))
 
     def _owner(self, id_: Any, op: Op, before: Any, after: Any) -> None:
-        owner_id = id_
-        code = None if after is None else after[_CODE_OWNER]
-        if self.owners.get(owner_id) == code:
-            return
-        if code is None:
-            self.owners.pop(owner_id, None)
-        else:
-            self.owners[owner_id] = code
-        # A rename moves every key of the owner's SKUs (rare master data: a scan).
-        for sku, (owner, _) in self.skus.items():
-            if owner == owner_id:
-                self.dirty.update((w, sku) for w in self.sku_keys.get(sku, ()))
+        if _set_code(self.owners, id_, after, _CODE_OWNER):
+            # A rename moves every key of the owner's SKUs (rare master data: a scan).
+            for sku, (owner, _) in self.skus.items():
+                if owner == id_:
+                    self.dirty.update((w, sku) for w in self.sku_keys.get(sku, ()))
 
     def _warehouse(self, id_: Any, op: Op, before: Any, after: Any) -> None:
-        warehouse_id = id_
-        code = None if after is None else after[_CODE_WAREHOUSE]
-        if self.warehouses.get(warehouse_id) == code:
-            return
-        if code is None:
-            self.warehouses.pop(warehouse_id, None)
-        else:
-            self.warehouses[warehouse_id] = code
-        self.dirty.update(k for k in self.keys if k[0] == warehouse_id)
+        if _set_code(self.warehouses, id_, after, _CODE_WAREHOUSE):
+            self.dirty.update(k for k in self.keys if k[0] == id_)
 
     # -- loading -------------------------------------------------------------------
 
@@ -436,6 +422,19 @@ class RegionFigures:
                 else:
                     self.served[name] = figures
                 yield name, figures
+
+
+def _set_code(codes: dict[int, str], id_: int, after: Any, column: int) -> bool:
+    """Record an owner's or a warehouse's code from its new row (None: deleted); whether
+    it changed (then its keys have a new name)."""
+    code = None if after is None else after[column]
+    if codes.get(id_) == code:
+        return False
+    if code is None:
+        codes.pop(id_, None)
+    else:
+        codes[id_] = code
+    return True
 
 
 _HANDLERS = {
@@ -551,15 +550,8 @@ _SKUS_AT_LOCATIONS = (
     "SELECT DISTINCT sku_id FROM wms_inventory WHERE region = {region:String}"
     " AND location_id IN {ids:Array(Int64)} AND _commit_lsn <= {wm:UInt64}"
 )
-_SERVED = (
-    "SELECT owner, warehouse, sku, "
-    + ", ".join(f"v.{i}" for i in range(1, len(STOCK_FIGURES) + 1))
-    + " FROM (SELECT owner, warehouse, sku, argMax(tuple("
-    + ", ".join((*STOCK_FIGURES, "_is_deleted"))
-    + "), (_commit_lsn, _seq)) AS v FROM stock_current WHERE region = {region:String}"
-    " AND _commit_lsn <= {wm:UInt64} GROUP BY owner, warehouse, sku)"
-    f" WHERE v.{len(STOCK_FIGURES) + 1} = 0"
-)
+#: What `stock_current` serves in a region at a cut (the readers' query, one region).
+_SERVED = _served("region = {region:String}", "")
 _STOCK_COLUMNS = [
     "region", "owner", "warehouse", "sku", *STOCK_FIGURES, "_commit_lsn", "_seq", "_is_deleted"
 ]  # fmt: skip
@@ -639,7 +631,7 @@ class FigureKeeper:
             state.add_line(int(i), Line(int(order), int(sku), max(expected - received, 0)))
         state.served = {
             (str(o), str(w), str(s)): (*f[:-1], _utc(f[-1]))
-            for o, w, s, *f in self._rows(_SERVED, params)
+            for o, w, s, *f in self._rows(_SERVED, {**params, **_cuts({region: cut})})
         }
         for key, key_state in state.keys.items():
             name = state.name_of(key) if key_state.exists else None

@@ -233,7 +233,7 @@ def _agrees_with_bi_and_a_rebuild(ch: Client, w: ProjectionWriter, region: str, 
     """The keys served at `cut` are those of the BI relation (`cur_*` at the watermark),
     and a rebuild at the same cut finds nothing to change: incremental maintenance and
     a rebuild give the same `stock_current`."""
-    params = {"region": region, "wm": cut}
+    params = {"region": region, "wm": cut, **queries._cuts({region: cut})}
     served = sorted((region, *r) for r in ch.query(figures._SERVED, parameters=params).result_rows)
     bi = ch.query("SELECT * FROM bi_stock WHERE region = {region:String}", parameters=params)
     assert served == sorted(tuple(r) for r in bi.result_rows)
