@@ -60,6 +60,11 @@ class Batch:
     def row_count(self) -> int:
         return sum(_row_count(t) for t in self.transactions)
 
+    @property
+    def spilled(self) -> bool:
+        """Whether a transaction of it waits on disk (it takes several writes)."""
+        return any(isinstance(tx, SpilledTransaction) for tx in self.transactions)
+
     def parts(self) -> Iterator[tuple[list[Transaction], Watermark | None]]:
         """The sink writes of this batch, in order: its transactions together, except a
         spilled one, chunk by chunk (each read back once the one before is written); the

@@ -40,6 +40,7 @@ from schemas.errors import TransientError
 from schemas.events import (
     Event,
     Heartbeat,
+    RegionWrite,
     RowChange,
     Tombstone,
     Transaction,
@@ -82,11 +83,10 @@ class Sink(Protocol):
         on)."""
         ...
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> object:
-        """Write whole transactions, then (if given) the new watermark; idempotent.
-        Raises a `TransientError` when a retry may succeed."""
+    def write_all(self, writes: Sequence[RegionWrite]) -> object:
+        """Write each region's whole transactions, then (if given) its new watermark,
+        several regions at once; idempotent. Raises a `TransientError` when a retry may
+        succeed."""
         ...
 
 
@@ -182,7 +182,7 @@ class _BatchWriter:
     fetching, see `Projector._pace`).
     A write that fails for good is re-raised on the loop's thread by the next call."""
 
-    def __init__(self, write: Callable[[Batch], None]) -> None:
+    def __init__(self, write: Callable[[list[Batch]], None]) -> None:
         self._write = write
         self._todo: queue.Queue[_Flush | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[_Flush] = queue.Queue()
@@ -195,8 +195,7 @@ class _BatchWriter:
         while (flush := self._todo.get()) is not None:
             flush.started = time.monotonic()
             try:
-                for batch in flush.batches:
-                    self._write(batch)
+                self._write(flush.batches)
             except BaseException as exc:  # handed to the loop, which raises it
                 self._error = exc
                 return
@@ -524,30 +523,40 @@ class Projector:
         self._hand_over(writer)
         self._commit(consumer, deadletter, writer.written(wait=True))
 
-    def _write(self, batch: Batch) -> None:
-        """Write with backoff on transient errors (on the writer's thread); offsets stay
-        uncommitted meanwhile. A spilled transaction takes several writes (`Batch.parts`)."""
+    def _write(self, batches: list[Batch]) -> None:
+        """Write a flush's batches with backoff on transient errors (on the writer's
+        thread); offsets stay uncommitted meanwhile. The regions go together, one insert
+        per table; a batch with a spilled transaction is written on its own first, in
+        several writes (`Batch.parts`), each chunk read back once the one before is in."""
         try:
-            for transactions, watermark in batch.parts():
-                self._write_part(batch.region, transactions, watermark)
+            together: list[RegionWrite] = []
+            for batch in batches:
+                if batch.spilled:
+                    for transactions, watermark in batch.parts():
+                        self._write_parts([RegionWrite(batch.region, transactions, watermark)])
+                else:
+                    together += (RegionWrite(batch.region, *p) for p in batch.parts())
+            if together:
+                self._write_parts(together)
         finally:
-            batch.release()
-        _observe(batch)
+            for batch in batches:
+                batch.release()
+        for batch in batches:
+            _observe(batch)
 
-    def _write_part(
-        self, region: str, transactions: list[Transaction], watermark: Watermark | None
-    ) -> None:
+    def _write_parts(self, writes: list[RegionWrite]) -> None:
         delay_ms = self.settings.write_retry_initial_ms
         while True:
             try:
-                self.sink.write(region, transactions, watermark)
+                self.sink.write_all(writes)
                 return
             except TransientError as exc:
                 if self.stop.is_set() or self._closing.is_set():
                     raise
                 metrics.WRITE_RETRIES.inc()
+                regions = [w.region for w in writes]
                 log.warning(
-                    "projector.write.retry", region=region, error=str(exc), delay_ms=delay_ms
+                    "projector.write.retry", regions=regions, error=str(exc), delay_ms=delay_ms
                 )
                 self._closing.wait(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.settings.write_retry_max_ms)

@@ -63,6 +63,8 @@ _NONE: Mapping[tuple[str, int], Sequence[object]] = MappingProxyType({})
 Key = tuple[int, int]  # (warehouse id, SKU id) in one region
 Name = tuple[str, str, str]  # (owner code, warehouse code, SKU code): the served key
 Figures = tuple[Any, ...]  # in STOCK_FIGURES order
+#: A version of `stock_current`: (region, commit LSN, key, figures or None: a delete).
+Version = tuple[str, int, Name, Figures | None]
 
 
 def _utc(value: Any) -> Any:
@@ -566,6 +568,8 @@ class FigureKeeper:
         self._client = client
         self._inserter = inserter
         self._regions: dict[str, RegionFigures] = {}
+        self._staged: list[Version] = []  # written by `publish`
+        self._staging: set[str] = set()  # the regions they come from
 
     def maintain(
         self,
@@ -574,34 +578,58 @@ class FigureKeeper:
         befores: Mapping[tuple[str, int], Sequence[object]] = _NONE,
     ) -> int:
         """After the rows of `transactions` are in, before the watermark: apply them and
-        write a version of every key whose figures a transaction changed, at its commit
+        stage a version of every key whose figures a transaction changed, at its commit
         LSN (so `stock_current` is exact at every commit: reconciliation and BI read it
-        at any cut). Returns the versions written."""
+        at any cut). Returns the versions staged; `publish` writes them."""
         with self._dropped_on_failure(region):
             state = self._regions.get(region)
             if state is None:
                 state = self._regions[region] = self.load(region, self._watermark(region))
-            changes: list[tuple[int, Name, Figures | None]] = []
+            changes: list[Version] = []
             for tx in transactions:
                 state.apply((tx,), befores)
                 if state.reload_locations:  # which SKUs they hold, at this commit
                     self._skus_at_locations(state, tx.commit_lsn)
                 # SKUs to reload keep their served figures until the batch's cut.
                 held = state.reload_skus
-                changes += ((tx.commit_lsn, n, f) for n, f in state.take_changes(held))
+                changes += ((region, tx.commit_lsn, n, f) for n, f in state.take_changes(held))
             if state.reload_skus:
                 cut = transactions[-1].commit_lsn
                 self._reload(state, cut)
-                changes += ((cut, n, f) for n, f in state.take_changes())
-            return self._write(state.region, changes)
+                changes += ((region, cut, n, f) for n, f in state.take_changes())
+            return self._stage(region, changes)
 
     def rebuild(self, region: str, cut: int) -> int:
         """Load `region` whole at `cut` (assigned to this writer, a snapshot completed, a
-        truncate) and correct what is served there."""
+        truncate) and stage the corrections of what is served there."""
         with self._dropped_on_failure(region):
             self._regions.pop(region, None)
             state = self._regions[region] = self.load(region, cut)
-            return self._write(region, [(cut, n, f) for n, f in state.take_changes()])
+            return self._stage(region, [(region, cut, n, f) for n, f in state.take_changes()])
+
+    def publish(self) -> int:
+        """Write the staged versions of every region in one insert; returns how many."""
+        staged, self._staged = self._staged, []
+        try:
+            self._write(staged)
+        except BaseException:
+            self._staged = staged  # `abandon` drops the states they came from
+            raise
+        self._staging.clear()
+        return len(staged)
+
+    def abandon(self) -> None:
+        """After a failed write: the staged regions' states are ahead of what is written;
+        they are dropped and loaded again at the watermark by the retry."""
+        for region in self._staging:
+            self._regions.pop(region, None)
+        self._staging.clear()
+        self._staged = []
+
+    def _stage(self, region: str, changes: list[Version]) -> int:
+        self._staging.add(region)
+        self._staged += changes
+        return len(changes)
 
     @contextmanager
     def _dropped_on_failure(self, region: str) -> Iterator[None]:
@@ -684,24 +712,23 @@ class FigureKeeper:
         state.reload_skus.clear()
         log.info("figures.reloaded", region=state.region, skus=len(skus), cut=cut)
 
-    def _write(self, region: str, changes: list[tuple[int, Name, Figures | None]]) -> int:
-        """Versions of `stock_current`: (commit LSN, key, figures or None for a delete)."""
+    def _write(self, changes: list[Version]) -> None:
+        """Versions of `stock_current`: (region, commit LSN, key, figures or None for a
+        delete)."""
         if not changes:
-            return 0
+            return
         n = len(changes)
         empty: Figures = (0,) * (len(STOCK_FIGURES) - 2) + (None, None)
-        names = [name for _, name, _ in changes]
-        figures = [f if f is not None else empty for _, _, f in changes]
+        figures = [f if f is not None else empty for *_, f in changes]
         columns: list[list[Any]] = [
-            [region] * n,
-            *(list(c) for c in zip(*names, strict=True)),
+            [region for region, *_ in changes],
+            *(list(c) for c in zip(*(name for _, _, name, _ in changes), strict=True)),
             *(list(c) for c in zip(*figures, strict=True)),
-            [lsn for lsn, _, _ in changes],
+            [lsn for _, lsn, _, _ in changes],
             [time.time_ns()] * n,
-            [int(f is None) for _, _, f in changes],
+            [int(f is None) for *_, f in changes],
         ]
         self._inserter("stock_current", columns, _STOCK_COLUMNS)
-        return n
 
     def _watermark(self, region: str) -> int:
         rows = self._rows(_WATERMARK, {"region": region})

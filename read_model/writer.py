@@ -1,9 +1,10 @@
 """The projection sink: writes whole WMS transactions into the `wms_*` tables, then the
-region's watermark, which is what makes them visible (decision 4).
+regions' watermarks, which is what makes them visible (decision 4).
 
-A batch becomes at most one columnar INSERT per table (plus one lookup query per table
-for rows whose previous values are needed), then one watermark row. Replaying a batch
-writes the same versions again (same _commit_lsn and _lsn), which changes nothing.
+A flush of every region's batch becomes at most one columnar INSERT per table (plus, per
+region, one lookup query per table for rows whose previous values are needed), one of
+the stock figures, then one of the watermarks. Replaying a flush writes the same
+versions again (same _commit_lsn and _lsn), which changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from read_model.client import ColumnInserter
 from read_model.ddl import table_name
 from read_model.errors import classify
 from read_model.figures import FigureKeeper
-from schemas.events import RowChange, Transaction, Truncate, Watermark
+from schemas.events import RegionWrite, RowChange, Transaction, Truncate, Watermark
 from schemas.wms_model import WMS_MODEL, TableSpec, ms_to_datetime
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,26 @@ def _micros(column: list[Any]) -> list[Any]:
         return [None if d is None else (d - _EPOCH) // _MICROSECOND for d in column]
     except TypeError:
         return column
+
+
+def _check(writes: Sequence[RegionWrite]) -> None:
+    """One batch per region, each holding its own region's transactions only, and no
+    watermark below a streamed commit it carries (it would hide applied rows)."""
+    regions = [w.region for w in writes]
+    if len(set(regions)) != len(regions):
+        raise ValueError(f"two batches of one region in a write: {regions}")
+    for region, transactions, watermark in writes:
+        if watermark is not None and watermark.region != region:
+            raise ValueError(f"watermark of {watermark.region} written for {region}")
+        for tx in transactions:
+            if tx.region != region:
+                raise ValueError(f"transaction of {tx.region} in a batch of {region}")
+            streamed = tx.tx_id is not None
+            if streamed and watermark is not None and tx.commit_lsn > watermark.commit_lsn:
+                raise ValueError(
+                    f"watermark {watermark.commit_lsn} below commit {tx.commit_lsn}: "
+                    "it would hide applied rows"
+                )
 
 
 @dataclass(slots=True)
@@ -128,26 +149,44 @@ class ProjectionWriter:
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
     ) -> WriteStats:
-        """Write `transactions` (whole, in commit order, all of `region`), then advance the
-        region's watermark to `watermark` (None: leave it; the rows stay invisible, as
-        snapshot rows do until the snapshot is complete). Raises
-        `ReadModelTransientError` (retry the same call) or `ReadModelTerminalError`.
-        Safe to repeat after any failure."""
-        if watermark is not None and watermark.region != region:
-            raise ValueError(f"watermark of {watermark.region} written for {region}")
-        for tx in transactions:
-            if tx.region != region:
-                raise ValueError(f"transaction of {tx.region} in a batch of {region}")
-            streamed = tx.tx_id is not None
-            if streamed and watermark is not None and tx.commit_lsn > watermark.commit_lsn:
-                raise ValueError(
-                    f"watermark {watermark.commit_lsn} below commit {tx.commit_lsn}: "
-                    "it would hide applied rows"
-                )
+        """`write_all` of one region's batch."""
+        return self.write_all([RegionWrite(region, transactions, watermark)])
+
+    def write_all(self, writes: Sequence[RegionWrite]) -> WriteStats:
+        """Write the batches of several regions as one: their transactions (whole, in
+        commit order) with one insert per table, then the stock figures, then every
+        region's new watermark (None: leave it; the rows stay invisible, as snapshot rows
+        do until the snapshot is complete). Raises `ReadModelTransientError` (retry the
+        same call) or `ReadModelTerminalError`. Safe to repeat after any failure."""
+        _check(writes)
         stats = WriteStats()
-        self._log_commits(region, transactions)
-        state, watched = self._previous_versions(region, transactions, stats)
+        self._log_commits(writes)
         buffers: dict[str, _Columns] = {}
+        befores: dict[str, dict[tuple[str, int], tuple[object, ...]]] = {}
+        try:
+            for region, transactions, _ in writes:
+                befores[region] = self._buffer_region(region, transactions, buffers, stats)
+            self._flush(buffers, stats)
+            for region, transactions, _ in writes:
+                self._figures(region, transactions, befores[region], stats)
+            self.figures.publish()
+        except BaseException:
+            self.figures.abandon()  # its state is ahead of what was written
+            raise
+        self._advance([w.watermark for w in writes if w.watermark is not None])
+        return stats
+
+    def _buffer_region(
+        self,
+        region: str,
+        transactions: Sequence[Transaction],
+        buffers: dict[str, _Columns],
+        stats: WriteStats,
+    ) -> dict[tuple[str, int], tuple[object, ...]]:
+        """Buffer one region's rows (a truncate flushes what came before it, of every
+        region, and deletes at once); returns the rows its deletes without a before
+        image deleted, by (table, LSN), for the figures."""
+        state, watched = self._previous_versions(region, transactions, stats)
         befores: dict[tuple[str, int], tuple[object, ...]] = {}
         for tx in transactions:
             for ch in tx.changes:
@@ -155,28 +194,32 @@ class ProjectionWriter:
                     # Rare (the connector skips truncates by default): flush what came
                     # before so the truncate sees it, then delete every current key.
                     self._flush(buffers, stats)
-                    buffers = {}
+                    buffers.clear()
                     self._truncate(region, ch, tx.commit_lsn)
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats, watched, befores)
-        self._flush(buffers, stats)
-        snapshot_done = False
-        for tx in transactions:
-            if tx.completes_snapshot:
-                self._sweep(region, tx.commit_lsn)
-                snapshot_done = True
-        # The figures follow streamed changes batch by batch; a snapshot's rows stay
-        # invisible until it completes, and then the region is loaded whole.
+        return befores
+
+    def _figures(
+        self,
+        region: str,
+        transactions: Sequence[Transaction],
+        befores: Mapping[tuple[str, int], tuple[object, ...]],
+        stats: WriteStats,
+    ) -> None:
+        """After the rows are in: sweep a completed snapshot and stage the figures. They
+        follow streamed changes batch by batch; a snapshot's rows stay invisible until it
+        completes, and then the region is loaded whole (after a truncate too)."""
+        done = [tx.commit_lsn for tx in transactions if tx.completes_snapshot]
+        for lsn in done:
+            self._sweep(region, lsn)
         live = [tx for tx in transactions if tx.tx_id is not None]
-        if snapshot_done or stats.truncates:
+        if done or any(isinstance(ch, Truncate) for tx in transactions for ch in tx.changes):
             self.figures.rebuild(region, max(tx.commit_lsn for tx in transactions))
         elif live:
             self.figures.maintain(region, live, befores)
-        if watermark is not None:
-            self.advance(watermark)
-        return stats
 
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         """The applied watermark of every region, to resume from after a restart or a
@@ -191,44 +234,56 @@ class ProjectionWriter:
             r: Watermark(r, int(lsn), int(ts), None if hb is None else int(hb))
             for r, lsn, ts, hb in rows
         }
-        for region in regions:
-            mark = marks.get(region)
-            self.figures.rebuild(region, mark.commit_lsn if mark else 0)
+        try:
+            for region in regions:
+                mark = marks.get(region)
+                self.figures.rebuild(region, mark.commit_lsn if mark else 0)
+            self.figures.publish()
+        except BaseException:
+            self.figures.abandon()
+            raise
         return marks
 
     def advance(self, watermark: Watermark) -> None:
-        """Write a watermark row (alone: an idle region's heartbeat, or after a batch)."""
-        hb = (
-            None if watermark.heartbeat_ts_ms is None else ms_to_datetime(watermark.heartbeat_ts_ms)
-        )
+        """Write a watermark row (alone: an idle region's heartbeat)."""
+        self._advance([watermark])
+
+    def _advance(self, watermarks: Sequence[Watermark]) -> None:
+        """One insert of the regions' watermark rows: last, once all their rows are in."""
+        if not watermarks:
+            return
+        now = datetime.now(UTC)
         self._inserter(
             "_watermark",
             [
-                [watermark.region],
-                [watermark.commit_lsn],
-                [ms_to_datetime(watermark.commit_ts_ms)],
-                [hb],
-                [datetime.now(UTC)],
+                [w.region for w in watermarks],
+                [w.commit_lsn for w in watermarks],
+                [ms_to_datetime(w.commit_ts_ms) for w in watermarks],
+                [
+                    None if w.heartbeat_ts_ms is None else ms_to_datetime(w.heartbeat_ts_ms)
+                    for w in watermarks
+                ],
+                [now] * len(watermarks),
             ],
             ["region", "applied_commit_lsn", "source_commit_ts", "heartbeat_ts", "updated_at"],
         )
 
     # -- internals -----------------------------------------------------------------
 
-    def _log_commits(self, region: str, transactions: Sequence[Transaction]) -> None:
-        """Commit LSN → source commit time of the batch's transactions (`_commit_log`):
+    def _log_commits(self, writes: Sequence[RegionWrite]) -> None:
+        """Commit LSN → source commit time of the batches' transactions (`_commit_log`):
         what makes the state at a past moment exact (read_model.bi daily snapshots).
-        Written before the batch's rows: a visible commit always has its time, and a
-        projected row always has its commit here (read_model.serving tells a replay by
-        a logged commit later than its batch)."""
-        if not transactions:
+        Written before the rows: a visible commit always has its time, and a projected
+        row always has its commit here."""
+        logged = [tx for w in writes for tx in w.transactions]
+        if not logged:
             return
         self._inserter(
             "_commit_log",
             [
-                [region] * len(transactions),
-                [tx.commit_lsn for tx in transactions],
-                [ms_to_datetime(tx.commit_ts_ms) for tx in transactions],
+                [tx.region for tx in logged],
+                [tx.commit_lsn for tx in logged],
+                [ms_to_datetime(tx.commit_ts_ms) for tx in logged],
             ],
             ["region", "commit_lsn", "commit_ts"],
         )

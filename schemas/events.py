@@ -267,5 +267,14 @@ class Watermark:
     heartbeat_ts_ms: int | None = None
 
 
+class RegionWrite(NamedTuple):
+    """One region's part of a sink write: whole transactions in commit order, then the
+    watermark that makes them visible (None: unchanged, the rows stay invisible)."""
+
+    region: str
+    transactions: Sequence[Transaction]
+    watermark: Watermark | None
+
+
 class IncompleteTransactionError(TerminalError, ValueError):
     """A buffered transaction does not match its END record."""

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from cdc_consumers.projector import Projector
 from infra.pipeline import IsolatedPipeline
-from schemas.events import Op, RowChange, Transaction, Watermark
+from schemas.events import Op, RegionWrite, RowChange, Watermark
 from schemas.wms_model import WMS_MODEL
 from simulator.seed import parse_size, seed_region
 from tests.integration.chain import CATCH_UP_TIMEOUT_S, wait_for
@@ -31,10 +31,9 @@ class Sink:
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
-        self.changes += [c for t in transactions for c in t.changes if isinstance(c, RowChange)]
+    def write_all(self, writes: Sequence[RegionWrite]) -> None:
+        for _, transactions, _ in writes:
+            self.changes += [c for t in transactions for c in t.changes if isinstance(c, RowChange)]
 
     def find(self, table: str, op: Op, key: tuple[object, ...]) -> RowChange | None:
         found = [c for c in self.changes if (c.table, c.op, c.key) == (table, op, key)]

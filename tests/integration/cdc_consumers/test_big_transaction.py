@@ -18,7 +18,7 @@ from infra.pipeline import IsolatedPipeline as Pipeline
 from read_model.client import make_client
 from read_model.migrate import migrate
 from read_model.writer import ProjectionWriter, WriteStats
-from schemas.events import Transaction, Watermark
+from schemas.events import RegionWrite, Watermark
 from simulator.seed import parse_size, seed_region
 from tests.integration.cdc_consumers.test_projection_chain import assert_projection_equals_wms
 from tests.integration.chain import LiveChain
@@ -44,16 +44,15 @@ class RecordingSink:
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return self.writer.load_watermarks(regions)
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> WriteStats:
-        for tx in transactions:
-            self.largest = max(self.largest, len(tx.changes))
-            if tx.tx_id is not None:
-                self.writes_of[tx.tx_id] += 1
-                self.rows_of[tx.tx_id] += len(tx.changes)
-        stats = self.writer.write(region, transactions, watermark)
-        self.hidden = watermark is None and any(tx.tx_id for tx in transactions)
+    def write_all(self, writes: Sequence[RegionWrite]) -> WriteStats:
+        for _, transactions, _ in writes:
+            for tx in transactions:
+                self.largest = max(self.largest, len(tx.changes))
+                if tx.tx_id is not None:
+                    self.writes_of[tx.tx_id] += 1
+                    self.rows_of[tx.tx_id] += len(tx.changes)
+        stats = self.writer.write_all(writes)
+        self.hidden = any(w is None and any(tx.tx_id for tx in txs) for _, txs, w in writes)
         return stats
 
 

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from cdc_consumers.decode import ROUTER_FIELD
 from cdc_consumers.projector import Projector
 from schemas.errors import TransientError
-from schemas.events import RowChange, Transaction, Watermark
+from schemas.events import RegionWrite, RowChange, Transaction, Watermark
 from stockcdc.settings import Settings
 from tests.integration.chain import wait_for
 
@@ -45,13 +45,11 @@ class Sink:
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
+    def write_all(self, writes: Sequence[RegionWrite]) -> None:
         if self.refusing:
             self.refused += 1
             raise TransientError("injected: ClickHouse unavailable")
-        self.transactions.extend(transactions)
+        self.transactions += [tx for w in writes for tx in w.transactions]
 
     def owner_ids(self) -> list[object]:
         return [c.key[0] for t in self.transactions for c in t.changes if isinstance(c, RowChange)]

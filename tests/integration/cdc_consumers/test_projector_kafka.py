@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from cdc_consumers.decode import decode
 from cdc_consumers.projector import Projector
-from schemas.events import Heartbeat, RowChange, Transaction, TxEnd, WalMark, Watermark
+from schemas.events import Heartbeat, RegionWrite, RowChange, Transaction, TxEnd, WalMark, Watermark
 from stockcdc.settings import Settings
 from tests.integration.chain import wait_for
 
@@ -32,12 +32,11 @@ class ListSink:
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return dict(self.watermarks)
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
-        self.transactions.extend(transactions)
-        if watermark is not None:
-            self.watermarks[region] = watermark
+    def write_all(self, writes: Sequence[RegionWrite]) -> None:
+        for region, transactions, watermark in writes:
+            self.transactions.extend(transactions)
+            if watermark is not None:
+                self.watermarks[region] = watermark
 
 
 @pytest.fixture

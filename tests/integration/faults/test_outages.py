@@ -26,7 +26,7 @@ from query_api.service import ReadModel
 from read_model.reconcile import projection_point, reconcile
 from read_model.writer import ProjectionWriter
 from schemas.errors import TransientError
-from schemas.events import Transaction, Watermark
+from schemas.events import RegionWrite, Watermark
 from tests.integration.chain import LiveChain, live_chain, wait_for
 from tests.integration.faults.profile import assert_zero_differences, profile, workload
 
@@ -72,13 +72,11 @@ class RefusingSink:
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return self.inner.load_watermarks(regions)
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> object:
+    def write_all(self, writes: Sequence[RegionWrite]) -> object:
         if self.refusing:
             self.refused += 1
             raise TransientError("injected: ClickHouse unavailable")
-        return self.inner.write(region, transactions, watermark)
+        return self.inner.write_all(writes)
 
 
 def test_clickhouse_write_failures_are_retried_and_no_offset_moves_meanwhile(

@@ -24,7 +24,16 @@ from cdc_consumers.assembler import Batch, RegionAssembler
 from cdc_consumers.decode import ROUTER_FIELD
 from cdc_consumers.projector import DeadLetter, Projector, ProjectorError, _BatchWriter, _Flush
 from schemas.errors import TransientError
-from schemas.events import Op, RowChange, Snapshot, Transaction, TxBegin, TxEnd, Watermark
+from schemas.events import (
+    Op,
+    RegionWrite,
+    RowChange,
+    Snapshot,
+    Transaction,
+    TxBegin,
+    TxEnd,
+    Watermark,
+)
 from stockcdc.settings import Settings
 
 R = "us-west"
@@ -40,7 +49,7 @@ def flush(n: int) -> _Flush:
 
 def test_flushes_are_written_in_order_and_returned_oldest_first() -> None:
     written: list[int | None] = []
-    writer = _BatchWriter(lambda b: written.append(b.commit_offset))
+    writer = _BatchWriter(lambda bs: written.extend(b.commit_offset for b in bs))
     for n in (1, 2, 3):
         writer.hand_over(flush(n))
     done = writer.written(wait=True)
@@ -53,7 +62,7 @@ def test_flushes_are_written_in_order_and_returned_oldest_first() -> None:
 def test_one_flush_waits_at_most_while_another_is_written() -> None:
     release = threading.Event()
 
-    def write(b: Batch) -> None:
+    def write(bs: list[Batch]) -> None:
         release.wait(10)
 
     writer = _BatchWriter(write)
@@ -76,8 +85,8 @@ def test_one_flush_waits_at_most_while_another_is_written() -> None:
 
 
 def test_a_failed_write_is_raised_on_the_loops_thread() -> None:
-    def write(b: Batch) -> None:
-        if b.commit_offset == 2:
+    def write(bs: list[Batch]) -> None:
+        if bs[0].commit_offset == 2:
             raise RuntimeError("ClickHouse says no")
 
     writer = _BatchWriter(write)
@@ -108,15 +117,15 @@ class FakeDeadLetter:
 
 class ListSink:
     def __init__(self) -> None:
-        self.writes: list[tuple[str, Sequence[Transaction], Watermark | None]] = []
+        self.writes: list[RegionWrite] = []  # every region's part
+        self.calls: list[list[str]] = []  # the regions of each call
 
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         return {}
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
-        self.writes.append((region, transactions, watermark))
+    def write_all(self, writes: Sequence[RegionWrite]) -> None:
+        self.writes += writes
+        self.calls.append([w.region for w in writes])
 
 
 def test_offsets_are_committed_after_the_write_for_partitions_still_ours() -> None:
@@ -154,15 +163,13 @@ class FlakySink(ListSink):
 
     def __init__(self, fail_at: int) -> None:
         super().__init__()
-        self.calls, self.fail_at = 0, fail_at
+        self.tried, self.fail_at = 0, fail_at
 
-    def write(
-        self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
-    ) -> None:
-        self.calls += 1
-        if self.calls == self.fail_at:
+    def write_all(self, writes: Sequence[RegionWrite]) -> None:
+        self.tried += 1
+        if self.tried == self.fail_at:
             raise TransientError("try again")
-        super().write(region, transactions, watermark)
+        super().write_all(writes)
 
 
 class AssignedConsumer(FakeConsumer):
@@ -213,13 +220,45 @@ def test_a_spilled_transaction_is_written_in_chunks_then_made_visible(tmp_path: 
     done = writer.written(wait=True)  # the batch lives on: freed by the writer, not by GC
     projector._commit(consumer, deadletter, done)  # type: ignore[arg-type]
     writer.close()
-    assert sink.calls == 11  # the third write failed once and was retried alone
+    assert sink.tried == 11  # the third write failed once and was retried alone
     assert [len(txs[0].changes) for _, txs, _ in sink.writes] == [10] * 9 + [5]
     assert [c.lsn for _, txs, _ in sink.writes for c in txs[0].changes] == list(range(10, 105))
     assert [w for _, _, w in sink.writes] == [None] * 9 + [Watermark(R, 200, 2)]
     assert consumer.commits == [{tp: OffsetAndMetadata(97, "", -1)}]
     assert open_under(tmp_path / "spill") == []
     assert os.listdir(tmp_path / "spill") == []
+
+
+def test_a_flush_writes_every_region_in_one_call_and_a_spilled_batch_on_its_own(
+    tmp_path: Path,
+) -> None:
+    """Issue 15: the regions of a flush reach the sink together (one insert per table for
+    all of them); a region whose transaction spilled is written first, chunk by chunk."""
+    settings = Settings(max_transaction_rows_in_memory=10, state_dir=tmp_path)
+    sink = ListSink()
+    projector = Projector(settings, sink)
+    regions = [r.name for r in settings.region_list()]
+    tps = {r.name: TopicPartition(r.cdc_topic, 0) for r in settings.region_list()}
+    consumer = AssignedConsumer(set(tps.values()))
+    writer = _BatchWriter(projector._write)
+    projector._sync_assignment(consumer, writer, FakeDeadLetter(consumer))  # type: ignore[arg-type]
+    big = regions[1]
+    for region, tp in tps.items():
+        rows = 15 if region == big else 2
+        assembler = projector._assemblers[tp]
+        assembler.add(0, TxBegin(region, 7, 10, 1))
+        for i in range(rows):
+            change = RowChange(region, "owner", Op.CREATE, (i,), (i,), 10 + i, 7, 1, Snapshot.NO)
+            assembler.add(1 + i, change)
+        assembler.add(1 + rows, TxEnd(region, 7, 200, rows, {"owner": rows}, 2))
+    projector._hand_over(writer)
+    writer.written(wait=True)
+    writer.close()
+    together = [r for r in regions if r != big]
+    assert sink.calls == [[big], [big], together]
+    assert [w.watermark for w in sink.writes] == [None] + [
+        Watermark(r, 200, 2) for r in (big, *together)
+    ]
 
 
 class Record(NamedTuple):
