@@ -34,7 +34,7 @@ Run = Callable[[Profile], dict[str, Any]]
 #: `bench.<name>.run`, in the order they run: the chain-level ones first, the big builds
 #: last.
 MEASUREMENTS: tuple[str, ...] = (
-    "wms_overhead", "freshness", "ingest", "api", "initial_load",
+    "wms_overhead", "freshness", "projector_cpu", "ingest", "api", "initial_load",
 )  # fmt: skip
 
 
@@ -65,6 +65,10 @@ def _goals(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, bool
         add("freshness p99", overall.get("p99_ms"), 1000, "ms", False)
         rate = r.get("workload", {}).get("achieved_ops_per_s")
         add("freshness: workload achieved", rate, 150, "ops/s", True)
+    if r := results.get("projector_cpu"):
+        add("projector CPU per WMS transaction", r.get("cpu_ms_per_tx"), 1, "ms", False)
+        add("projector CPU: workload achieved", r.get("achieved_ops_per_s"), 100, "ops/s", True)
+        add("idle demo CPU", r.get("demo_cores"), 0.15, "cores", False)
     if r := results.get("api"):
         add("API single-SKU p99", r.get("stock_one_p99_ms"), 10, "ms", False)
         add("API single-SKU requests/s", r.get("stock_one_rps"), 500, "req/s", True)
