@@ -180,7 +180,7 @@ class ServeProcess:
             self._log = None
         return code
 
-    def alive(self) -> bool:
+    def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def _families(self) -> Any:
@@ -219,7 +219,7 @@ class ServeProcess:
         started = time.monotonic()
         lags: dict[str, float] = {}
         while True:
-            if not self.alive():
+            if not self.is_alive():
                 raise RuntimeError(f"stockcdc exited while catching up:\n{self.log_tail()}")
             try:
                 lags = self.lag_s()

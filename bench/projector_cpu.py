@@ -111,7 +111,9 @@ def _window(proc: ServeProcess, seconds: float, cpu: Callable[[int], float]) -> 
     }
 
 
-def _isolated(prefix: str, measure: Callable[[IsolatedPipeline, Path], dict[str, Any]]) -> Any:
+def _isolated(
+    prefix: str, measure: Callable[[IsolatedPipeline, Path], dict[str, Any]]
+) -> dict[str, Any]:
     """`measure` on a fresh isolated pipeline, removed afterwards whatever happens."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         pipeline = IsolatedPipeline(get_settings(), Path(tmp))
