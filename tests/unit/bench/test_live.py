@@ -1,8 +1,23 @@
-"""A benchmark's child process gets exactly the parent's settings through the environment."""
+"""The benchmarks' process helpers: a child gets exactly the parent's settings through the
+environment, CPU of a process tree, a region's lag from the metrics, the commands run."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from bench.live import settings_env
+from bench.live import (
+    DemoProcess,
+    ProjectProcess,
+    ServeProcess,
+    cpu_seconds,
+    settings_env,
+    tree_cpu_seconds,
+)
 from stockcdc.settings import Settings
 
 
@@ -31,3 +46,53 @@ def test_settings_env_round_trips_nested_groups(monkeypatch: pytest.MonkeyPatch)
     assert child.pg_dsn(child.region("eu-central")) == settings.pg_dsn(
         settings.region("eu-central")
     )
+
+
+def test_tree_cpu_counts_live_and_reaped_children() -> None:
+    """The demo's CPU is its process's and its children's: a child's time counts while it
+    runs and, once reaped, through its parent's reaped-children time."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while (burnt := cpu_seconds(child.pid)) < 0.39:  # then it sleeps
+            assert time.monotonic() < deadline, "the child did not burn its CPU"
+            time.sleep(0.05)
+        own = cpu_seconds(os.getpid())  # read first: the tree's reading can only be later
+        assert tree_cpu_seconds(os.getpid()) - own >= burnt
+    finally:
+        child.kill()
+        child.wait()
+    own = cpu_seconds(os.getpid())
+    assert tree_cpu_seconds(os.getpid()) - own >= burnt
+
+
+def test_lag_is_the_later_of_commit_and_heartbeat_per_region(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    commit = Gauge("stockcdc_watermark_commit_ts_seconds", "", ["region"], registry=registry)
+    heartbeat = Gauge("stockcdc_heartbeat_ts_seconds", "", ["region"], registry=registry)
+    now = time.time()
+    commit.labels("us-west").set(now - 10)
+    heartbeat.labels("us-west").set(now - 1)  # idle: current through its heartbeats
+    commit.labels("eu-central").set(now - 30)  # behind
+    proc = ServeProcess(Settings(), tmp_path / "log")
+    server, thread = start_http_server(proc.port, addr="127.0.0.1", registry=registry)
+    try:
+        lags = proc.lag_s()
+    finally:
+        server.shutdown()
+        thread.join()
+    assert lags.keys() == {"us-west", "eu-central"}
+    assert 1 <= lags["us-west"] < 5
+    assert 30 <= lags["eu-central"] < 35
+
+
+def test_project_serves_its_metrics_where_the_bench_reads_them(tmp_path: Path) -> None:
+    proc = ProjectProcess(Settings(), tmp_path / "log")
+    assert proc.command[0] == "project"
+    assert proc.settings.projector_metrics_port == proc.port
+    assert proc.base_url == f"http://{proc.settings.api_host}:{proc.port}"
+
+
+def test_the_demo_never_stops_the_shared_services_on_exit() -> None:
+    assert DemoProcess.command == ("demo", "--keep-services")
