@@ -57,6 +57,11 @@ log = structlog.get_logger(__name__)
 #: How long a stopping projector waits for the group to take its leave; offsets are
 #: committed before, so cutting this short loses nothing.
 CLOSE_TIMEOUT_MS = 5_000
+#: Longest poll of an idle loop (nothing pending, nothing being written): also how long a
+#: stop may wait to be seen.
+IDLE_POLL_MS = 500
+#: Poll while a flush is written: its offsets are committed once the loop sees it done.
+BUSY_POLL_MS = 20
 
 
 class ProjectorError(ConsumerError):
@@ -206,6 +211,11 @@ class _BatchWriter:
             raise self._error
 
     @property
+    def in_flight(self) -> int:
+        """Flushes handed over and not yet returned by `written`."""
+        return self._in_flight
+
+    @property
     def has_room(self) -> bool:
         """Whether a flush handed over now would not wait behind another."""
         return self._todo.empty()
@@ -291,7 +301,9 @@ class Projector:
             auto_offset_reset="earliest",
             max_poll_records=s.max_poll_records,
             max_poll_interval_ms=s.consumer_max_poll_interval_ms,
-            fetch_max_wait_ms=50,
+            # The broker answers a fetch as soon as there is a record (fetch_min_bytes 1):
+            # the wait bounds only how often an idle member asks again.
+            fetch_max_wait_ms=IDLE_POLL_MS,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             # A region whose topic appears later (a new region, a fresh connector) is
@@ -326,7 +338,7 @@ class Projector:
         oldest_pending: float | None = None
         try:
             while not self.stop.is_set():
-                polled = consumer.poll(timeout_ms=50)
+                polled = consumer.poll(timeout_ms=self._poll_ms(oldest_pending, writer))
                 self._sync_assignment(consumer, writer, deadletter)
                 for tp, records in polled.items():
                     assembler = self._assemblers.get(tp)
@@ -363,6 +375,16 @@ class Projector:
                 if time.monotonic() > deadline:
                     raise ProjectorError(f"topic {topic} has no partitions after {timeout_s}s")
                 time.sleep(0.1)
+
+    def _poll_ms(self, oldest_pending: float | None, writer: _BatchWriter) -> int:
+        """How long a poll may wait for records: until the pending batch is due, a short
+        while when a flush is being written (its offsets are committed after it), else
+        `IDLE_POLL_MS` (records end the wait at once: an idle projector sleeps, a busy
+        one loses nothing)."""
+        if oldest_pending is not None:
+            age_ms = 1000 * (time.monotonic() - oldest_pending)
+            return max(0, min(IDLE_POLL_MS, int(self.settings.batch_max_ms - age_ms)))
+        return BUSY_POLL_MS if writer.in_flight else IDLE_POLL_MS
 
     def _due(self, oldest_pending: float, writer: _BatchWriter) -> bool:
         """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age, once the writer

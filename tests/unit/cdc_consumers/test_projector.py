@@ -22,7 +22,15 @@ from kafka.structs import OffsetAndMetadata
 
 from cdc_consumers.assembler import Batch, RegionAssembler
 from cdc_consumers.decode import ROUTER_FIELD
-from cdc_consumers.projector import DeadLetter, Projector, ProjectorError, _BatchWriter, _Flush
+from cdc_consumers.projector import (
+    BUSY_POLL_MS,
+    IDLE_POLL_MS,
+    DeadLetter,
+    Projector,
+    ProjectorError,
+    _BatchWriter,
+    _Flush,
+)
 from schemas.errors import TransientError
 from schemas.events import (
     Op,
@@ -254,11 +262,11 @@ def test_a_flush_writes_every_region_in_one_call_and_a_spilled_batch_on_its_own(
     projector._hand_over(writer)
     writer.written(wait=True)
     writer.close()
-    together = [r for r in regions if r != big]
-    assert sink.calls == [[big], [big], together]
-    assert [w.watermark for w in sink.writes] == [None] + [
-        Watermark(r, 200, 2) for r in (big, *together)
-    ]
+    together = sorted(r for r in regions if r != big)
+    assert [sorted(regions) for regions in sink.calls] == [[big], [big], together]
+    assert sorted(w.region for w in sink.writes[2:]) == together
+    assert [w.watermark for w in sink.writes[:2]] == [None, Watermark(big, 200, 2)]
+    assert {w.watermark for w in sink.writes[2:]} == {Watermark(r, 200, 2) for r in together}
 
 
 class Record(NamedTuple):
@@ -398,3 +406,24 @@ def test_the_changes_of_a_transaction_whose_end_is_dead_lettered_are_dead_letter
     batch = assembler.take()
     assert [t.tx_id for t in batch.transactions] == [7]
     assert batch.commit_offset == 6
+
+
+def test_an_idle_loop_polls_long_and_a_pending_batch_only_until_it_is_due() -> None:
+    """Issue 15: an idle projector sleeps in poll (records end the wait at once), a
+    pending batch is handed over when due, a written flush is committed promptly."""
+    projector = Projector(Settings(batch_max_ms=100), ListSink())
+    release = threading.Event()
+
+    def write(bs: list[Batch]) -> None:
+        release.wait(10)
+
+    writer = _BatchWriter(write)
+    assert projector._poll_ms(None, writer) == IDLE_POLL_MS
+    assert 0 < projector._poll_ms(time.monotonic(), writer) <= 100
+    assert projector._poll_ms(time.monotonic() - 1, writer) == 0  # overdue
+    writer.hand_over(flush(1))
+    assert projector._poll_ms(None, writer) == BUSY_POLL_MS
+    release.set()
+    writer.written(wait=True)
+    writer.close()
+    assert projector._poll_ms(None, writer) == IDLE_POLL_MS
