@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -18,19 +18,25 @@ from cdc_consumers.projector import Projector
 from read_model.client import make_client
 from read_model.migrate import migrate
 from read_model.writer import ProjectionWriter
+from schemas.events import Watermark
 from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
 def build_projector(
-    settings: Settings, client: Client | None = None, stop: threading.Event | None = None
+    settings: Settings,
+    client: Client | None = None,
+    stop: threading.Event | None = None,
+    on_advance: Callable[[Sequence[Watermark]], None] | None = None,
 ) -> Projector:
     """A projector writing to `client` (default: a new one on `settings.clickhouse_dsn`),
-    its schema migrated first; it runs until `stop` is set."""
+    its schema migrated first; it runs until `stop` is set. `on_advance` is told every
+    watermark it writes, once written (the API of the same process follows them)."""
     client = client or make_client(settings)
     migrate(client, settings.clickhouse_cluster)
-    return Projector(settings, ProjectionWriter(client), stop=stop or threading.Event())
+    writer = ProjectionWriter(client, on_advance)
+    return Projector(settings, writer, stop=stop or threading.Event())
 
 
 @contextmanager

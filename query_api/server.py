@@ -26,7 +26,7 @@ from cdc_consumers.service import (
     stop_on_signals,
 )
 from query_api.app import create_app
-from query_api.service import ReadModel
+from query_api.service import QueryService, ReadModel
 from read_model.client import make_client
 from stockcdc.settings import Settings
 
@@ -46,9 +46,10 @@ def serve(settings: Settings, with_projector: bool = True) -> int:
         stop = stack.enter_context(_stopping_on_signals())
         pool = ReadModel.open(settings)
         stack.callback(pool.close)
+        app = create_app(settings, pool)
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(settings, pool),
+                app,
                 host=settings.api_host,
                 port=settings.api_port,
                 log_level="info",
@@ -61,7 +62,11 @@ def serve(settings: Settings, with_projector: bool = True) -> int:
         if with_projector:
             writer = make_client(settings)
             stack.callback(writer.close)
-            thread = stack.enter_context(running(build_projector(settings, writer)))
+            # Embedded, this projector writes every region: the API follows its
+            # watermarks as they are written (a server may have other members).
+            service: QueryService = app.state.service
+            pushed = service.follow_writer() if embedded else None
+            thread = stack.enter_context(running(build_projector(settings, writer, None, pushed)))
             stack.enter_context(reconciling(settings))
             threading.Thread(
                 target=_stop_when_dead, args=(thread, server), name="projector-watch", daemon=True

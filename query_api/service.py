@@ -41,11 +41,16 @@ from query_api.models import (
 from read_model import queries
 from read_model.client import make_client
 from read_model.queries import StockRow
+from schemas.events import Watermark
+from schemas.wms_model import ms_to_datetime
 from stockcdc.settings import Settings
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
+#: With the writer in this process telling the API its watermarks, they are still read
+#: from ClickHouse this often (what it says is the truth; the push only comes first).
+_PUSHED_REREAD_S = 5.0
 #: How long the warehouse → region map is reused (refreshed on a miss anyway).
 _WAREHOUSE_TTL_S = 5.0
 #: Owner codes read per round trip when an all-owner page walks owners.
@@ -109,6 +114,18 @@ class Mark:
     def lag_ms(self, now: datetime) -> int:
         return max(0, int((now - self.as_of).total_seconds() * 1000))
 
+    def advanced(self, wm: Watermark, now: datetime) -> Mark:
+        """This mark after the writer wrote `wm`, as the `watermarks` view folds it: the
+        highest LSN wins with its commit time, the latest heartbeat wins (a replay writes
+        older watermarks again; they change nothing)."""
+        lsn, commit_ts = wm.commit_lsn, ms_to_datetime(wm.commit_ts_ms)
+        if self.lsn >= lsn:
+            lsn, commit_ts = self.lsn, self.commit_ts
+        hb = None if wm.heartbeat_ts_ms is None else ms_to_datetime(wm.heartbeat_ts_ms)
+        if hb is None or (self.heartbeat_ts is not None and self.heartbeat_ts > hb):
+            hb = self.heartbeat_ts
+        return Mark(self.region, lsn, commit_ts, hb, now)
+
 
 def _marks(client: Client) -> dict[str, Mark]:
     return {
@@ -132,6 +149,9 @@ class QueryService:
         self.cursors = CursorCodec(settings.api_cursor_secret.get_secret_value().encode())
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self._marks: tuple[float, dict[str, Mark]] = (-math.inf, {})
+        # Set by `follow_writer`: the loop the writer's watermarks are handed to.
+        self._pushed_to: asyncio.AbstractEventLoop | None = None
+        self._pushing = False
         # stock_point is node-local: on a replicated cluster single keys read stock_current.
         self._point = settings.clickhouse_cluster is None
         self._warehouses: tuple[float, dict[str, str]] = (-math.inf, {})
@@ -144,24 +164,56 @@ class QueryService:
         periods old (no refresher, or it fell behind), and always when `fresh`."""
         at, cached = self._marks
         now = time.monotonic()
-        if not fresh and now - at < 2 * self.settings.api_watermark_cache_ms / 1000:
+        if not fresh and now - at < 2 * self._refresh_s():
             return cached
         marks = await self.db.run(_marks)
         self._marks = (now, marks)
         return marks
 
+    def _refresh_s(self) -> float:
+        return _PUSHED_REREAD_S if self._pushing else self.settings.api_watermark_cache_ms / 1000
+
     async def refresh_marks(self) -> None:
-        """Re-read the watermarks every `api_watermark_cache_ms`, off the requests' path
-        (the app runs it for its lifetime; with 0 every request reads them itself)."""
-        period = self.settings.api_watermark_cache_ms / 1000
-        if period <= 0:
+        """Re-read the watermarks every `api_watermark_cache_ms` (with the writer in this
+        process pushing them, every `_PUSHED_REREAD_S`), off the requests' path (the app
+        runs it for its lifetime; with 0 every request reads them itself)."""
+        self._pushed_to = asyncio.get_running_loop()
+        if self.settings.api_watermark_cache_ms <= 0:
             return
         while True:
             try:
                 await self.marks(fresh=True)
             except Exception as exc:  # the read model is down: each request says so itself
                 log.warning("api.watermarks_unavailable", error=str(exc))
-            await asyncio.sleep(period)
+            await asyncio.sleep(self._refresh_s())
+
+    def follow_writer(self) -> Callable[[Sequence[Watermark]], None]:
+        """The projection writer of this process writes every region's watermarks (embedded
+        mode): the callback it calls, from its thread, after writing some. Readers see them
+        at once, instead of at the next re-read (a ClickHouse query every
+        `api_watermark_cache_ms`, which is then needed only every `_PUSHED_REREAD_S`)."""
+        self._pushing = True
+
+        def pushed(watermarks: Sequence[Watermark]) -> None:
+            loop = self._pushed_to
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._advance_marks, tuple(watermarks))
+
+        return pushed
+
+    def _advance_marks(self, watermarks: Sequence[Watermark]) -> None:
+        """On the event loop: fold the writer's watermarks into the cached marks."""
+        at, marks = self._marks
+        if at == -math.inf:
+            return  # never read yet: the first read has them
+        now, moved = self.clock(), dict(marks)
+        for wm in watermarks:
+            mark = moved.get(wm.region)
+            if mark is None:  # a region new to the cache: the next re-read names it
+                self._marks = (-math.inf, marks)
+                return
+            moved[wm.region] = mark.advanced(wm, now)
+        self._marks = (time.monotonic(), moved)
 
     async def warehouses(self) -> dict[str, str]:
         """Warehouse code → region, cached briefly: warehouses never change region."""

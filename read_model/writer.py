@@ -9,7 +9,7 @@ versions again (same _commit_lsn and _lsn), which changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -141,10 +141,13 @@ class _Columns:
 class ProjectionWriter:
     """Sink of committed WMS transactions into ClickHouse (one per process and client)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(
+        self, client: Client, on_advance: Callable[[Sequence[Watermark]], None] | None = None
+    ) -> None:
         self._client = client
         self._inserter = ColumnInserter(client)
         self.figures = FigureKeeper(client, self._inserter)
+        self._on_advance = on_advance  # told the watermarks written, once they are
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
@@ -267,6 +270,8 @@ class ProjectionWriter:
             ],
             ["region", "applied_commit_lsn", "source_commit_ts", "heartbeat_ts", "updated_at"],
         )
+        if self._on_advance is not None:
+            self._on_advance(watermarks)
 
     # -- internals -----------------------------------------------------------------
 
