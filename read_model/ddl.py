@@ -161,7 +161,8 @@ def stock_figures_sql(src: Callable[[str], str]) -> str:
     """Stock figures (wms/OPERATIONS.md) of every (owner, warehouse, sku) with global
     codes, over the rows `src(table)` gives: the current state (`cur_*`) or the state at
     a cut (`_at_*`). The owner is the SKU's, as in the oracle; a key exists when it has
-    balance rows or open inbound quantity."""
+    balance rows or open inbound quantity. Only the text of applied migration 007: 014
+    replaces the views it made by reads of `stock_current` (`served_stock_sql`)."""
     q = "toInt64(i.qty_on_hand)"
     avail = "i.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
     names = [s.lower() for s in _STATUS_FIGURES]
@@ -374,7 +375,9 @@ _STOCK_COLUMNS = (
 
 def render_bi_relations(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
     """007: the BI relations over the watermark-cut current state, the state at a cut
-    (`_at_*`, `_bi_stock_at`) and the daily stock history it fills."""
+    (`_at_*`, `_bi_stock_at`) and the daily stock history it fills. Applied: its text
+    must not change; 014 (`render_bi_from_stock_current`) replaces `bi_stock` and
+    `_bi_stock_at`."""
     out = [_HEADER.format(what="BI relations (README, BI access)")]
     for t in _AT_TABLES:
         out.append(
