@@ -4,14 +4,12 @@
 -- (read_model.ddl.served_stock_sql), with 007's columns in 007's order:
 -- * `bi_stock`: per key the latest version at or below its region's watermark;
 -- * `_bi_stock_at(wr, wl)`: the same at a cut (daily snapshots, read_model.bi).
--- A past cut reads exactly: the writer writes a version of every key a transaction
--- changed at that transaction's commit LSN (a delete version for a key that stops
--- existing), and stock_current (ReplacingMergeTree(_seq) ORDER BY (owner, sku,
--- warehouse, _commit_lsn)) merges only versions of one key at one commit LSN, where
--- the highest `_seq` wins as it does for readers: a merge never removes the version a
--- cut is entitled to. History written before the writer kept a version at every
--- commit (the recomputing projector's versions per batch, nothing before 008) reads
--- as it was served then.
+-- A past cut (a backfilled day) reads what was served at it, exact wherever the
+-- writer wrote a version at each commit that changed a key (read_model.figures; a
+-- delete version when the key stops existing): stock_current (ReplacingMergeTree(_seq)
+-- ORDER BY (owner, sku, warehouse, _commit_lsn)) merges only versions of one key at
+-- one commit LSN, where the highest `_seq` wins as it does for readers, so no merge
+-- removes the version a cut is entitled to.
 
 CREATE OR REPLACE VIEW bi_stock ${ON_CLUSTER} DEFINER = CURRENT_USER SQL SECURITY DEFINER AS
 SELECT toLowCardinality(v.1) AS region, owner, warehouse, sku,
