@@ -161,8 +161,9 @@ def stock_figures_sql(src: Callable[[str], str]) -> str:
     """Stock figures (wms/OPERATIONS.md) of every (owner, warehouse, sku) with global
     codes, over the rows `src(table)` gives: the current state (`cur_*`) or the state at
     a cut (`_at_*`). The owner is the SKU's, as in the oracle; a key exists when it has
-    balance rows or open inbound quantity. Only the text of applied migration 007: 014
-    replaces the views it made by reads of `stock_current` (`served_stock_sql`)."""
+    balance rows or open inbound quantity. Kept for the text of applied migration 007
+    (014 replaced the views it made by reads of `stock_current`, `served_stock_sql`) and
+    as the tests' computation from the balance rows, independent of the writer's."""
     q = "toInt64(i.qty_on_hand)"
     avail = "i.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
     names = [s.lower() for s in _STATUS_FIGURES]
