@@ -35,7 +35,7 @@ from clickhouse_connect.driver.client import Client
 
 from read_model import queries
 from read_model.client import make_client
-from read_model.ddl import BI_RELATIONS
+from read_model.ddl import BI_RELATIONS, STOCK_FIGURES
 from read_model.errors import ReadModelError, classify, error_code
 from stockcdc.settings import Settings
 
@@ -335,22 +335,17 @@ def cut_lsns(client: Client, cut_ts: datetime) -> dict[str, int]:
     return {str(r): int(lsn) for r, lsn in rows}
 
 
-_FIGURES = (
-    "on_hand", "available", "allocated", "pending_putaway", "qc_hold", "frozen", "damaged",
-    "returned", "expired", "inbound_expected", "earliest_expiry", "last_movement_at",
-)  # fmt: skip
-
-
 def snapshot_stock(client: Client, day: date, cut_ts: datetime | None = None) -> Snapshot:
     """Store the stock figures of every key as of the end of `day` (or as of `cut_ts`)
-    in `bi_stock_daily`: the latest version of every row committed before the cut,
-    exactly as bi_stock computes the current figures. Idempotent: a new run of a day
-    supersedes the previous one in `bi_stock_history`. Any day may be (re)filled while
-    its row versions and `_commit_log` entries exist (both are kept)."""
+    in `bi_stock_daily`: what `stock_current` serves at the last commit before the cut,
+    read as `bi_stock` reads it at the watermark (migration 014). Idempotent: a new run
+    of a day supersedes the previous one in `bi_stock_history`. Any day may be
+    (re)filled while its `stock_current` versions (one per commit that changed a key,
+    never merged away) and `_commit_log` entries exist (all are kept)."""
     cut = cut_ts or end_of_day(day)
     cuts = cut_lsns(client, cut)
     taken = datetime.now(UTC)
-    cols = ", ".join(_FIGURES)
+    cols = ", ".join(STOCK_FIGURES)
     params = {
         "day": day,
         "cut": cut,

@@ -161,7 +161,9 @@ def stock_figures_sql(src: Callable[[str], str]) -> str:
     """Stock figures (wms/OPERATIONS.md) of every (owner, warehouse, sku) with global
     codes, over the rows `src(table)` gives: the current state (`cur_*`) or the state at
     a cut (`_at_*`). The owner is the SKU's, as in the oracle; a key exists when it has
-    balance rows or open inbound quantity."""
+    balance rows or open inbound quantity. Kept for the text of applied migration 007
+    (014 replaced the views it made by reads of `stock_current`, `served_stock_sql`) and
+    as the tests' computation from the balance rows, independent of the writer's."""
     q = "toInt64(i.qty_on_hand)"
     avail = "i.status = 'AVAILABLE' AND coalesce(l.sellable, false)"
     names = [s.lower() for s in _STATUS_FIGURES]
@@ -344,6 +346,28 @@ _FIGURE_TYPES: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 STOCK_FIGURES: tuple[str, ...] = tuple(n for n, _ in _FIGURE_TYPES)
 
+
+def served_stock_sql(where: str, cut: str, tail: str = "", *, region: bool = False) -> str:
+    """The figures `stock_current` serves (written by read_model.figures): per (owner,
+    warehouse, sku) matching `where` (every key when empty), the latest version by
+    (_commit_lsn, _seq) at or below `cut` (an expression of the version's `region`),
+    deleted keys dropped. The one way those figures are read: by the API,
+    reconciliation, the writer's load and the BI relations. `region` puts the key's
+    region first, as the BI relations have it."""
+    cols = ("region", *STOCK_FIGURES) if region else STOCK_FIGURES
+    packed = ", ".join((*cols, "_is_deleted"))
+    v = {c: f"v.{i} AS {c}" for i, c in enumerate(cols, start=1)}
+    # stock_current's region type, which a tuple element loses
+    lead = "toLowCardinality(v.1) AS region, " if region else ""
+    return (
+        f"SELECT {lead}owner, warehouse, sku,\n    {', '.join(v[f] for f in STOCK_FIGURES)}\n"
+        "FROM\n(\n    SELECT owner, warehouse, sku,\n"
+        f"        argMax(tuple({packed}), (_commit_lsn, _seq)) AS v\n"
+        f"    FROM stock_current\n    WHERE {where}{' AND ' if where else ''}_commit_lsn <= {cut}\n"
+        f"    GROUP BY owner, warehouse, sku\n)\nWHERE v.{len(cols) + 1} = 0{tail}"
+    )
+
+
 _STOCK_COLUMNS = (
     "    `region` LowCardinality(String),\n    `owner` String,\n    `warehouse` String,\n"
     "    `sku` String,\n" + ",\n".join(f"    `{n}` {t}" for n, t in _FIGURE_TYPES)
@@ -352,7 +376,9 @@ _STOCK_COLUMNS = (
 
 def render_bi_relations(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
     """007: the BI relations over the watermark-cut current state, the state at a cut
-    (`_at_*`, `_bi_stock_at`) and the daily stock history it fills."""
+    (`_at_*`, `_bi_stock_at`) and the daily stock history it fills. Applied: its text
+    must not change; 014 (`render_bi_from_stock_current`) replaces `bi_stock` and
+    `_bi_stock_at`."""
     out = [_HEADER.format(what="BI relations (README, BI access)")]
     for t in _AT_TABLES:
         out.append(
@@ -478,6 +504,37 @@ def render_stock_point() -> str:
     )
 
 
+def render_bi_from_stock_current() -> str:
+    """014: `bi_stock` and `_bi_stock_at` read the figures the projection writer serves
+    (`served_stock_sql`) instead of computing them a second time from the balance rows
+    (007's `stock_figures_sql`); the `_at_*` views only `_bi_stock_at` read are dropped."""
+    public = " DEFINER = CURRENT_USER SQL SECURITY DEFINER"
+    views = (
+        ("bi_stock", public, served_stock_sql("", _WATERMARK_OF_REGION, region=True)),
+        ("_bi_stock_at", "", served_stock_sql("", _CUT_OF_REGION, region=True)),
+    )
+    return (
+        _HEADER.format(what="BI stock figures as the API serves them (replaces 007's)")
+        + "-- One definition of the stock figures: the projection writer's (read_model.figures),\n"
+        "-- kept in `stock_current`. The BI relations read it as the API and reconciliation do\n"
+        "-- (read_model.ddl.served_stock_sql), with 007's columns in 007's order:\n"
+        "-- * `bi_stock`: per key the latest version at or below its region's watermark;\n"
+        "-- * `_bi_stock_at(wr, wl)`: the same at a cut (daily snapshots, read_model.bi).\n"
+        "-- A past cut (a backfilled day) reads what was served at it, exact wherever the\n"
+        "-- writer wrote a version at each commit that changed a key (read_model.figures; a\n"
+        "-- delete version when the key stops existing): stock_current (ReplacingMergeTree(_seq)\n"
+        "-- ORDER BY (owner, sku, warehouse, _commit_lsn)) merges only versions of one key at\n"
+        "-- one commit LSN, where the highest `_seq` wins as it does for readers, so no merge\n"
+        "-- removes the version a cut is entitled to.\n\n"
+        + "".join(
+            f"CREATE OR REPLACE VIEW {name} ${{ON_CLUSTER}}{security} AS\n{body};\n\n"
+            for name, security, body in views
+        )
+        + "-- Read by 007's `_bi_stock_at` only.\n"
+        + "".join(f"DROP VIEW IF EXISTS _at_{t} ${{ON_CLUSTER}};\n" for t in _AT_TABLES)
+    )
+
+
 _HEADER = "-- GENERATED by `python -m read_model.ddl` from the WMS model: {what}.\n"
 
 GENERATED: Mapping[str, Callable[[], str]] = {
@@ -486,6 +543,7 @@ GENERATED: Mapping[str, Callable[[], str]] = {
     "007_bi_relations.sql": render_bi_relations,
     "008_stock_current.sql": render_serving_tables,
     "011_stock_point_doc.sql": render_stock_point,
+    "014_bi_from_stock_current.sql": render_bi_from_stock_current,
 }
 
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from read_model.ddl import STOCK_FIGURES
+from read_model.ddl import STOCK_FIGURES, served_stock_sql
 from read_model.errors import classify
 
 
@@ -228,14 +228,7 @@ _ONE_SKU = "region = {region:String} AND owner_id = {owner_id:Int64} AND sku_id 
 def _served(where: str, tail: str) -> str:
     """Keys of `stock_current` (read_model.figures) matching `where`, latest version per
     key at or below its region's cut, deleted keys dropped."""
-    figures = ", ".join((*STOCK_FIGURES, "_is_deleted"))
-    unpacked = ", ".join(f"v.{i} AS {f}" for i, f in enumerate(STOCK_FIGURES, start=1))
-    return (
-        f"SELECT owner, warehouse, sku, {unpacked} FROM (SELECT owner, warehouse, sku,"
-        f" argMax(tuple({figures}), (_commit_lsn, _seq)) AS v FROM stock_current"
-        f" WHERE {where} AND _commit_lsn <= {_CUTS} GROUP BY owner, warehouse, sku)"
-        f" WHERE v.{len(STOCK_FIGURES) + 1} = 0{tail}"
-    )
+    return served_stock_sql(where, _CUTS, tail)
 
 
 _SERVED_ONE = _served(

@@ -1,6 +1,7 @@
 """read_model.bi on a chDB read model: daily snapshots equal the state at their cut after
-later changes, the BI session refuses writes by itself (readonly) and system tables,
-and the server-mode access DDL is what the configuration asks for and parses."""
+later changes, `bi_stock` and the snapshots show the figures the API serves, the BI
+session refuses writes by itself (readonly) and system tables, and the server-mode
+access DDL is what the configuration asks for and parses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from read_model import bi
+from read_model import bi, queries
 from read_model.ddl import BI_RELATIONS
 from read_model.writer import ProjectionWriter
 from schemas.events import Op, RowChange, Snapshot, Transaction, Watermark
@@ -115,6 +116,48 @@ def test_a_days_snapshot_is_the_state_at_its_end_after_later_changes(
     bi.snapshot_stock(ch, DAY2)
     assert history(ch, region, DAY2) == [("SKU-2", 4, 0, 0, 4)]
     assert history(ch, region, DAY1) == day1_end  # still, after day 2's changes
+
+
+def test_bi_stock_and_the_snapshots_show_what_the_api_serves(ch: Client, region: str) -> None:
+    """One definition of the figures: where `stock_current` (the projection writer's
+    figures) and the balance rows disagree, `bi_stock` and a daily snapshot show what
+    `stock_current` serves, as the API does, not a second computation."""
+    day = date(2025, 6, 1)  # before every other test's commits: their regions are past it
+    owner = f"OW-{region}"
+    r = Region(region, ch)
+    r.commit(
+        at(day, 8),
+        ("warehouse", "c", {"id": 1, "code": f"WH-{region}"}),
+        ("owner", "c", {"id": 1, "code": owner}),
+        ("sku", "c", {"id": 1, "owner_id": 1, "sku_code": "SKU-1"}),
+        ("sku", "c", {"id": 2, "owner_id": 1, "sku_code": "SKU-2"}),
+        ("location", "c", {"id": 1, "warehouse_id": 1, "code": "A", "sellable": True}),
+        inv(1, 1, 1, 1, 1, None, "AVAILABLE", 10),
+        inv(2, 1, 1, 1, 2, None, "FROZEN", 4),
+    )
+    assert current(ch, region) == [("SKU-1", 10, 10, 0, 0), ("SKU-2", 4, 0, 0, 4)]
+    # Versions at the same commit that win (higher _seq): SKU-1 other figures, SKU-2 gone.
+    for change in ("99 AS on_hand, 98 AS available, 1 AS allocated", "1 AS _is_deleted"):
+        ch.command(
+            f"INSERT INTO stock_current SELECT * REPLACE ({change}, _seq + 1 AS _seq)"
+            " FROM stock_current WHERE region = {r:String} AND sku = {s:String}",
+            parameters={"r": region, "s": "SKU-1" if "on_hand" in change else "SKU-2"},
+        )
+    served = queries.stock_page(ch, owner)
+    assert [(s.sku, s.on_hand, s.available, s.allocated) for s in served] == [("SKU-1", 99, 98, 1)]
+    in_bi = queries._rows(
+        ch,
+        queries.StockRow,
+        "SELECT * FROM bi_stock WHERE owner = {o:String} ORDER BY warehouse, sku",
+        {"o": owner},
+    )
+    assert in_bi == served
+    assert current(ch, region) == [("SKU-1", 99, 98, 1, 0)]
+
+    r.heartbeat(datetime(2026, 12, 31, tzinfo=UTC))
+    snap = bi.snapshot_stock(ch, day)
+    assert snap.cuts[region] == r.lsn
+    assert history(ch, region, day) == [("SKU-1", 99, 98, 1, 0)]
 
 
 def test_the_writer_logs_commit_times(ch: Client, region: str) -> None:

@@ -2,7 +2,9 @@
 (`read_model.reference`) on randomized WMS work: creates, updates and deletes of balance
 rows, ledger rows, inbound orders, serials and master data (a location turning
 unsellable, a lot deleted), in batches each followed by its watermark, a serial present
-in two regions, and a half-written batch at the end that both must ignore."""
+in two regions, and a half-written batch at the end that both must ignore. `bi_stock`
+shows every key as the API serves it, and `_bi_stock_at` (daily snapshots) an earlier
+cut as the reference computed it then."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from read_model import queries, reference
+from read_model.queries import StockRow
 from read_model.writer import ProjectionWriter
 from schemas.events import Op, RowChange, Snapshot, Transaction, Watermark
 from schemas.wms_model import FULL_BEFORE_TABLES, WMS_MODEL
@@ -164,12 +167,24 @@ class World:
         return ("lot", Op.DELETE, {"id": sku * 10 + rnd.randrange(3)})
 
 
+def _bi_stock(ch: Client, owner: str, cut: dict[str, int] | None = None) -> list[StockRow]:
+    """An owner's keys in `bi_stock`, or in `_bi_stock_at` at `cut` (daily snapshots)."""
+    at = "_bi_stock_at(wr = {wr:Array(String)}, wl = {wl:Array(UInt64)})"
+    source = "bi_stock" if cut is None else at
+    return queries._rows(
+        ch,
+        StockRow,
+        f"SELECT * FROM {source} WHERE owner = {{o:String}} ORDER BY warehouse, sku",
+        {"o": owner, **queries._cuts(cut or {})},
+    )
+
+
 def _compare(ch: Client, prefix: str, regions: list[str]) -> None:
     for o in (1, 2):
         owner = f"{prefix}-OW{o}"
-        assert queries.stock_page(ch, owner, limit=1000) == reference.stock_page(
-            ch, owner, limit=1000
-        )
+        served = queries.stock_page(ch, owner, limit=1000)
+        assert served == reference.stock_page(ch, owner, limit=1000)
+        assert _bi_stock(ch, owner) == served  # BI sees every key as the API serves it
         page = queries.stock_page(ch, owner, limit=3)
         assert page == reference.stock_page(ch, owner, limit=3)
         if page:
@@ -216,6 +231,8 @@ def test_fast_reads_equal_reference(
     for w in worlds:
         md = w.master()
         writer.write(w.region, [md], Watermark(w.region, md.commit_lsn, md.commit_ts_ms, None))
+    cut: dict[str, int] = {}  # the watermarks after the first step, and the figures there
+    then: dict[int, list[StockRow]] = {}
     for step in range(2):
         for w in worlds:
             txs = [w.tx([w.change() for _ in range(rnd.randrange(1, 6))]) for _ in range(25)]
@@ -224,11 +241,20 @@ def test_fast_reads_equal_reference(
                                                   None))  # fmt: skip
         if step == 0:
             _compare(ch, prefix, regions)
+            cut = {r: lsn for r, lsn in queries.visible_lsns(ch).items() if r in regions}
+            then = {o: reference.stock_page(ch, f"{prefix}-OW{o}", limit=1000) for o in (1, 2)}
+            assert len(cut) == 2
+            assert all(then.values())
     # A batch whose rows are in but whose watermark is not: invisible to both.
     w = worlds[0]
     half = [w.tx([w.change() for _ in range(5)]) for _ in range(5)]
     writer.write(w.region, half, None)
     _compare(ch, prefix, regions)
+    # A daily snapshot of an earlier cut, after later versions and merges of every part:
+    # merges keep a version per (key, commit), so the older cut reads as it was served.
+    ch.command("OPTIMIZE TABLE stock_current FINAL")
+    for o in (1, 2):
+        assert _bi_stock(ch, f"{prefix}-OW{o}", cut) == then[o]
 
 
 def test_half_written_batch_is_invisible(ch: Client, region: str) -> None:
