@@ -10,18 +10,19 @@ locations' `sellable`, lots' expiry, inbound orders and lines). A balance row is
 with its after image and taken out with its before image (REPLICA IDENTITY FULL on
 `inventory`, see infra), so the balance rows themselves are never held.
 
-What a change cannot be applied from (an update without a before image, a location
-turning sellable or not, a lot's expiry changing, a ledger row deleted or moved back in
-time) marks its SKUs for a reload: `FigureKeeper` reads their state from ClickHouse at
-the batch's cut, a targeted slower path for rare changes. Owner, warehouse and SKU
-renames move keys in memory.
+What a change cannot be applied from (a location turning sellable or not, a lot's expiry
+changing, a ledger row deleted or moved back in time) marks its SKUs for a reload:
+`FigureKeeper` reads their state from ClickHouse at that commit, a targeted slower path
+for rare changes. An update without a before image (a WMS whose `inventory` lacks
+REPLICA IDENTITY FULL, warned about) reloads its SKU at the batch's last commit instead:
+those figures are exact at batch boundaries only. Owner, warehouse and SKU renames move
+keys in memory.
 
 `FigureKeeper` loads a region's state at its watermark when the region is assigned to
 the writer (and after a truncate or a snapshot), applies each batch, and writes a
 version of every key a transaction changed into `stock_current` at that transaction's
 commit LSN (a delete for a key that vanished or lost its name), so the served figures
-are exact at every commit; reloaded SKUs get theirs at the batch's cut. No ClickHouse
-read on the streaming path.
+are exact at every commit. No ClickHouse read on the streaming path but those reloads.
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ class RegionFigures:
     sku_keys: dict[int, set[int]] = field(default_factory=dict)
     #: keys whose figures may have changed since the last `take_changes`
     dirty: set[Key] = field(default_factory=set)
-    #: SKUs whose state must be read again at the cut (see the module docstring)
+    #: SKUs whose state must be read again at this commit (see the module docstring)
     reload_skus: set[int] = field(default_factory=set)
+    #: SKUs updated without a before image: read again at the batch's last commit
+    reload_at_cut: set[int] = field(default_factory=set)
     #: locations whose `sellable` flipped: their SKUs are reloaded
     reload_locations: set[int] = field(default_factory=set)
     #: served names and figures (what `stock_current` has now), and each key's name
@@ -236,8 +239,8 @@ class RegionFigures:
     def _inventory(self, id_: Any, op: Op, before: Any, after: Any) -> None:
         if op is Op.UPDATE and before is None:
             # No before image (REPLICA IDENTITY not FULL): its old share is unknown, so
-            # the SKU is read back at the batch's cut, and its figures are exact at the
-            # batch's commits only (not at the ones inside it).
+            # the SKU is read back at the batch's last commit, and its figures are exact
+            # at batch boundaries only (a read per transaction would not keep up).
             if not self.warned_no_before:
                 self.warned_no_before = True
                 log.warning(
@@ -245,7 +248,7 @@ class RegionFigures:
                     region=self.region,
                     fix="ALTER TABLE inventory REPLICA IDENTITY FULL in the WMS database",
                 )
-            self.reload_skus.add(after[_INV[1]])
+            self.reload_at_cut.add(after[_INV[1]])
             return
         if before is not None:
             self._balance(before, -1)
@@ -590,11 +593,15 @@ class FigureKeeper:
                 state.apply((tx,), befores)
                 if state.reload_locations:  # which SKUs they hold, at this commit
                     self._skus_at_locations(state, tx.commit_lsn)
-                # SKUs to reload keep their served figures until the batch's cut.
-                held = state.reload_skus
+                if state.reload_skus:  # this transaction's rows are in: read at it
+                    self._reload(state, tx.commit_lsn)
+                # SKUs without before images keep their served figures until the cut.
+                held = state.reload_at_cut
                 changes += ((region, tx.commit_lsn, n, f) for n, f in state.take_changes(held))
-            if state.reload_skus:
+            if state.reload_at_cut:
                 cut = transactions[-1].commit_lsn
+                state.reload_skus |= state.reload_at_cut
+                state.reload_at_cut.clear()
                 self._reload(state, cut)
                 changes += ((region, cut, n, f) for n, f in state.take_changes())
             return self._stage(region, changes)

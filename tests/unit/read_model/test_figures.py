@@ -212,6 +212,7 @@ def test_incremental_figures_equal_the_definitions(seed: int) -> None:
         state.apply(batch)
         state.apply(batch)  # a replay (a retried write) changes nothing
         assert not state.reload_skus
+        assert not state.reload_at_cut
         assert not state.reload_locations
         for name, figures in state.take_changes():
             if figures is None:
@@ -246,7 +247,8 @@ def test_changes_it_cannot_apply_mark_their_skus_for_a_reload() -> None:
     flip = world.change("location", Op.UPDATE, {"id": 2, "sellable": False})
     expiry = world.change("lot", Op.UPDATE, {"id": 30, "expiry_date": date(2030, 1, 1)})
     state.apply([world.tx([no_before, flip, expiry])])
-    assert state.reload_skus == {2, 3}
+    assert state.reload_skus == {3}  # at this commit
+    assert state.reload_at_cut == {2}  # no before image: at the batch's last commit
     assert state.reload_locations == {2}
 
 

@@ -361,3 +361,19 @@ def test_the_served_figures_are_exact_at_every_commit_of_a_batch(ch: Client, reg
     for tx, on_hand in ((md, None), (first, 10), (second, 25), (third, 30)):
         page = queries.stock_page(ch, owner, cut={region: tx.commit_lsn})
         assert [r.on_hand for r in page] == ([] if on_hand is None else [on_hand])
+
+
+def test_a_location_flip_inside_a_batch_is_exact_at_its_own_commit(ch: Client, region: str) -> None:
+    """A reload (here: a location turning unsellable) reads its SKUs at the commit that
+    needs it, not at the batch's last: a cut between the two (a daily snapshot,
+    reconciliation) sees the flip."""
+    t, w, code = Tx(region), ProjectionWriter(ch), region.upper()
+    md = master_data(t, code)
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 10)))
+    lock = t.tx(("location", "u", {"id": 2, "warehouse_id": 1, "code": "A-01", "sellable": False}))
+    later = t.tx(("inventory", "c", inv(11, 4, 2, "AVAILABLE", 5)))
+    w.write(region, [md, receive, lock, later], t.wm(later))
+    owner = f"{code}-OW"
+    for tx, available in ((receive, 10), (lock, 0), (later, 5)):
+        page = queries.stock_page(ch, owner, cut={region: tx.commit_lsn})
+        assert [r.available for r in page] == [available], tx.commit_lsn
