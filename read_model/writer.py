@@ -70,6 +70,19 @@ def _micros(column: list[Any]) -> list[Any]:
         return column
 
 
+#: The watermarks of a flush into `_watermark_max`: per region its LSN, the commit time
+#: that goes with it (argMax by LSN) and the heartbeat (epoch ms; -1: none).
+_ADVANCE = (
+    "INSERT INTO _watermark_max"
+    " (region, applied_commit_lsn, source_commit_ts, heartbeat_ts, updated_at)"
+    " SELECT w.1, max(w.2), argMaxState(fromUnixTimestamp64Milli(w.3, 'UTC'), w.2),"
+    " max(if(w.4 < 0, NULL, fromUnixTimestamp64Milli(w.4, 'UTC'))),"
+    " {up:DateTime64(6, 'UTC')}"
+    " FROM (SELECT arrayJoin(arrayZip({r:Array(String)}, {l:Array(UInt64)},"
+    " {t:Array(Int64)}, {h:Array(Int64)})) AS w) GROUP BY w.1"
+)
+
+
 def _check(writes: Sequence[RegionWrite]) -> None:
     """One batch per region, each holding its own region's transactions only, and no
     watermark below a streamed commit it carries (it would hide applied rows)."""
@@ -252,24 +265,23 @@ class ProjectionWriter:
         self._advance([watermark])
 
     def _advance(self, watermarks: Sequence[Watermark]) -> None:
-        """One insert of the regions' watermark rows: last, once all their rows are in."""
+        """One insert of the regions' watermarks: last, once all their rows are in. It
+        goes straight into `_watermark_max` as aggregate states (migration 016: a view
+        made it two parts per flush), one row per region; max wins, so a replay's older
+        watermark changes nothing."""
         if not watermarks:
             return
-        now = datetime.now(UTC)
-        self._inserter(
-            "_watermark",
-            [
-                [w.region for w in watermarks],
-                [w.commit_lsn for w in watermarks],
-                [ms_to_datetime(w.commit_ts_ms) for w in watermarks],
-                [
-                    None if w.heartbeat_ts_ms is None else ms_to_datetime(w.heartbeat_ts_ms)
-                    for w in watermarks
-                ],
-                [now] * len(watermarks),
-            ],
-            ["region", "applied_commit_lsn", "source_commit_ts", "heartbeat_ts", "updated_at"],
-        )
+        params = {
+            "r": [w.region for w in watermarks],
+            "l": [w.commit_lsn for w in watermarks],
+            "t": [w.commit_ts_ms for w in watermarks],
+            "h": [-1 if w.heartbeat_ts_ms is None else w.heartbeat_ts_ms for w in watermarks],
+            "up": datetime.now(UTC),
+        }
+        try:
+            self._client.command(_ADVANCE, params)
+        except Exception as exc:  # driver errors have no common base; classify decides
+            raise classify(exc, "insert into _watermark_max") from exc
         if self._on_advance is not None:
             self._on_advance(watermarks)
 

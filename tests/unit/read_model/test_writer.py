@@ -34,7 +34,8 @@ class RecordingInserter(ColumnInserter):
 
 
 def recording(ch: Client, fail_on: str | None = None) -> tuple[ProjectionWriter, RecordingInserter]:
-    w = ProjectionWriter(ch)
+    """A writer whose inserts, and its watermark statement, are recorded in order."""
+    w = ProjectionWriter(ch, lambda marks: inserter.tables.append("_watermark_max"))
     w._inserter = w.figures._inserter = inserter = RecordingInserter(ch, fail_on)
     return w, inserter
 
@@ -68,7 +69,7 @@ def test_a_flush_of_three_regions_is_one_insert_per_table_then_the_watermarks(
     tables = inserter.tables
     assert len(tables) == len(set(tables)), tables  # each table once for the three
     assert tables[0] == "_commit_log"
-    assert tables[-2:] == ["stock_current", "_watermark"]
+    assert tables[-2:] == ["stock_current", "_watermark_max"]
     assert [on_hand(ch, r) for r in regions] == [7, 7, 7]
 
 
