@@ -532,7 +532,7 @@ def visible_lsns(client: Client) -> dict[str, int]:
 
 
 def resolve(
-    client: Client, owner: str, warehouse: str, sku: str, cut: dict[str, int] | None = None
+    client: Client, owner: str, warehouse: str, sku: str, cut: Mapping[str, int] | None = None
 ) -> SkuKey | None:
     """Global codes → the ids of the warehouse's region as of `cut` (default: read now);
     None when any is unknown."""
@@ -544,7 +544,7 @@ def resolve(
     return SkuKey(*rows[0]) if rows else None
 
 
-def owner_ids(client: Client, owner: str, cut: dict[str, int] | None = None) -> dict[str, int]:
+def owner_ids(client: Client, owner: str, cut: Mapping[str, int] | None = None) -> dict[str, int]:
     """The owner's id in every region where it exists (as of `cut`, default: now)."""
     wm = visible_lsns(client) if cut is None else cut
     rows = _query(client, _OWNER_IDS, {"owner": owner, **_cuts(wm)}, "id resolution")
@@ -552,7 +552,7 @@ def owner_ids(client: Client, owner: str, cut: dict[str, int] | None = None) -> 
 
 
 def _sku_keys(
-    client: Client, owner: str, sku: str, cut: dict[str, int]
+    client: Client, owner: str, sku: str, cut: Mapping[str, int]
 ) -> list[tuple[str, int, int]]:
     """(region, owner_id, sku_id) of a global SKU key in every region, as of `cut`."""
     rows = _query(client, _SKU_IDS, {"owner": owner, "sku": sku, **_cuts(cut)}, "id resolution")
@@ -641,12 +641,18 @@ def stock_page(
     return _rows(client, StockRow, _SERVED_PAGE, {**params, "limit": limit, **cuts})
 
 
-def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:
-    """Per-lot figures of one key in FEFO order (expiry, no-expiry last, first receipt)."""
-    cut = visible_lsns(client)
+def lots(
+    client: Client, owner: str, warehouse: str, sku: str, cut: Mapping[str, int] | None = None
+) -> list[LotRow]:
+    """Per-lot figures of one key in FEFO order (expiry, no-expiry last, first receipt),
+    as of `cut` (default: the watermarks now)."""
+    cut = visible_lsns(client) if cut is None else cut
     key = resolve(client, owner, warehouse, sku, cut)
-    if key is None:
-        return []
+    return [] if key is None else key_lots(client, key, cut)
+
+
+def key_lots(client: Client, key: SkuKey, cut: Mapping[str, int]) -> list[LotRow]:
+    """`lots` of a key already resolved at the same `cut`."""
     return _rows(
         client,
         LotRow,
@@ -662,13 +668,24 @@ def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:
 
 
 def serials(
-    client: Client, owner: str, warehouse: str, sku: str, status: str | None = None
+    client: Client,
+    owner: str,
+    warehouse: str,
+    sku: str,
+    status: str | None = None,
+    cut: Mapping[str, int] | None = None,
 ) -> list[SerialRow]:
-    """Serials of one key currently at the warehouse (optionally of one status)."""
-    cut = visible_lsns(client)
+    """Serials of one key currently at the warehouse (optionally of one status), as of
+    `cut` (default: the watermarks now)."""
+    cut = visible_lsns(client) if cut is None else cut
     key = resolve(client, owner, warehouse, sku, cut)
-    if key is None:
-        return []
+    return [] if key is None else key_serials(client, key, status, cut)
+
+
+def key_serials(
+    client: Client, key: SkuKey, status: str | None, cut: Mapping[str, int]
+) -> list[SerialRow]:
+    """`serials` of a key already resolved at the same `cut`."""
     return _rows(
         client,
         SerialRow,
@@ -687,13 +704,37 @@ def serials(
 def serial_current(client: Client, owner: str, sku: str, serial_no: str) -> SerialRow | None:
     """Current state across regions: the row that is not SHIPPED, else the latest by
     updated_at (a serial moved between regions exists in both, OPERATIONS.md)."""
-    rows = _serial_rows(client, _SERIAL_CURRENT, owner, sku, serial_no)
+    cut = visible_lsns(client)
+    rows = _serial_rows(client, _SERIAL_CURRENT, _sku_keys(client, owner, sku, cut), serial_no, cut)
     return rows[0] if rows else None
 
 
-def _serial_rows(client: Client, sql: str, owner: str, sku: str, serial: str) -> list[SerialRow]:
+def serial_history(client: Client, owner: str, sku: str, serial_no: str) -> list[SerialRow]:
+    """Every committed version of the serial in every region, oldest first."""
     cut = visible_lsns(client)
+    return _serial_rows(client, _SERIAL_HISTORY, _sku_keys(client, owner, sku, cut), serial_no, cut)
+
+
+def serial(
+    client: Client, owner: str, sku: str, serial_no: str, cut: Mapping[str, int] | None = None
+) -> tuple[SerialRow, list[SerialRow]] | None:
+    """`serial_current` and `serial_history` of one serial at one cut (default: the
+    watermarks now), the SKU resolved once; None when the serial has no current row."""
+    cut = visible_lsns(client) if cut is None else cut
     keys = _sku_keys(client, owner, sku, cut)
+    current = _serial_rows(client, _SERIAL_CURRENT, keys, serial_no, cut)
+    if not current:
+        return None
+    return current[0], _serial_rows(client, _SERIAL_HISTORY, keys, serial_no, cut)
+
+
+def _serial_rows(
+    client: Client,
+    sql: str,
+    keys: list[tuple[str, int, int]],
+    serial: str,
+    cut: Mapping[str, int],
+) -> list[SerialRow]:
     if not keys:
         return []
     return _rows(
@@ -709,11 +750,6 @@ def _serial_rows(client: Client, sql: str, owner: str, sku: str, serial: str) ->
     )
 
 
-def serial_history(client: Client, owner: str, sku: str, serial_no: str) -> list[SerialRow]:
-    """Every committed version of the serial in every region, oldest first."""
-    return _serial_rows(client, _SERIAL_HISTORY, owner, sku, serial_no)
-
-
 def movements(
     client: Client,
     owner: str,
@@ -723,13 +759,15 @@ def movements(
     until: datetime | None = None,
     limit: int = 100,
     after: tuple[datetime, str, int] | None = None,
+    cut: Mapping[str, int] | None = None,
 ) -> list[MovementRow]:
     """Ledger rows of an owner (optionally one warehouse / SKU) in [since, until),
-    ordered by (occurred_at, region, id); `after` is the previous page's last triple."""
+    ordered by (occurred_at, region, id); `after` is the previous page's last triple. As
+    of `cut` (default: the watermarks now)."""
     lo = since or datetime(1970, 1, 1, tzinfo=UTC)
     hi = until or datetime(2299, 12, 31, tzinfo=UTC)
     at, ar, aid = after or (lo, "", 0)
-    cut = visible_lsns(client)
+    cut = visible_lsns(client) if cut is None else cut
     scope: dict[str, Any]
     if sku:
         scope = {"keys": _sku_keys(client, owner, sku, cut)}
