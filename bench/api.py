@@ -74,10 +74,13 @@ def _build(path: Path, rows: int) -> dict[str, Any]:
     from read_model.migrate import migrate
 
     client = make_client(Settings(), f"chdb://{path}")
-    migrate(client)
+    started = time.perf_counter()
+    migrate(client)  # on a reused model: the migrations it lacks, their backfills included
+    migrated = time.perf_counter() - started
     shape = synth.shape_for(rows)
     started = time.perf_counter()
-    if not client.query("SELECT count() FROM wms_inventory").result_rows[0][0]:
+    built = not client.query("SELECT count() FROM wms_inventory").result_rows[0][0]
+    if built:
         synth.bulk_load(client, shape)
         synth.live_transactions(client, shape, per_region=300)
     seconds = time.perf_counter() - started
@@ -86,7 +89,61 @@ def _build(path: Path, rows: int) -> dict[str, Any]:
         for t in ("wms_inventory", "stock_current")
     }
     client.close()
-    return {"seconds": round(seconds, 1), "rows": counts}
+    return {
+        "built": built,
+        "seconds": round(seconds, 1),
+        "migrate_seconds": round(migrated, 1),
+        "rows": counts,
+    }
+
+
+def _rss_mb() -> float:
+    """This process's resident set now (VmRSS), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _figures_state(path: Path, region: str) -> dict[str, Any]:
+    """Child process: what the projection writer's in-memory figures of one region cost at
+    this size (`FigureKeeper.load` at the region's watermark): load time, keys, the
+    process's RSS growth, and the Python heap it holds (tracemalloc, a second load: the
+    tracing slows the load, so it is not timed)."""
+    import gc
+    import tracemalloc
+
+    from read_model import queries
+    from read_model.client import ColumnInserter, make_client
+    from read_model.figures import FigureKeeper
+
+    client = make_client(Settings(), f"chdb://{path}")
+    cut = queries.visible_lsns(client)[region]
+    keeper = FigureKeeper(client, ColumnInserter(client))
+    gc.collect()
+    before = _rss_mb()
+    started = time.perf_counter()
+    state = keeper.load(region, cut)
+    seconds = time.perf_counter() - started
+    gc.collect()
+    rss_delta = _rss_mb() - before
+    keys = len(state.keys)
+    del state
+    gc.collect()
+    tracemalloc.start()
+    state = keeper.load(region, cut)
+    python_mb = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    del state
+    client.close()
+    return {
+        "region": region,
+        "cut": cut,
+        "keys": keys,
+        "seconds": round(seconds, 1),
+        "rss_mb_delta": round(rss_delta, 1),
+        "python_heap_mb": round(python_mb, 1),
+    }
 
 
 def _in_child(target: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
@@ -164,6 +221,8 @@ def run(profile: Profile, path: Path | None = None) -> dict[str, Any]:
         where = path or Path(tmp) / "clickhouse"
         built = _in_child(_build, where, rows)
         print(f"read model: {built}", flush=True)
+        figures = _in_child(_figures_state, where, synth.REGIONS[0])
+        print(f"figures state: {figures}", flush=True)
         settings = get_settings().model_copy(update={"clickhouse_url": f"chdb://{where}"})
         server = ServeProcess(settings, Path(tmp) / "api.log", args=("--no-projector",))
         results: dict[str, Any] = {}
@@ -190,7 +249,9 @@ def run(profile: Profile, path: Path | None = None) -> dict[str, Any]:
         "goal": GOAL,
         "balance_rows": built["rows"]["wms_inventory"],
         "stock_keys": built["rows"]["stock_current"],
-        "build_seconds": built["seconds"],
+        "build_seconds": built["seconds"] if built["built"] else None,  # None: model reused
+        "migrate_seconds": built["migrate_seconds"],
+        "figures_state": figures,
         "reads": results,
         "stock_one_p99_ms": one["sequential"]["p99_ms"],
         "stock_one_rps": max(one["sequential"]["rps"], one["concurrent"]["rps"]),
