@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -261,7 +262,8 @@ class QueryService:
 
     async def _owner_regions(self, owner: str) -> set[str]:
         # at the watermarks the answer will be read at (cached, so no read of its own)
-        return set(await self.db.run(queries.owner_ids, owner, _cut(await self.marks())))
+        cut = _cut(await self.marks())
+        return set(await self.db.run(partial(queries.owner_ids, point=self._point), owner, cut))
 
     async def _all_regions(self) -> set[str]:
         return set(await self.marks())
@@ -323,7 +325,14 @@ class QueryService:
     ) -> dict[str, Any]:
         marks, involved = await self._key_scope(who, owner, warehouse, p)
         rows = (
-            await self.db.run(_of_key, queries.key_lots, owner, warehouse, sku, _cut(marks))
+            await self.db.run(
+                partial(_of_key, point=self._point),
+                partial(queries.key_lots, point=self._point),
+                owner,
+                warehouse,
+                sku,
+                _cut(marks),
+            )
             if involved
             else None
         )
@@ -338,7 +347,13 @@ class QueryService:
         status = p.status.value if p.status is not None else None
         rows = (
             await self.db.run(
-                _of_key, queries.key_serials, owner, warehouse, sku, _cut(marks), status
+                partial(_of_key, point=self._point),
+                queries.key_serials,
+                owner,
+                warehouse,
+                sku,
+                _cut(marks),
+                status,
             )
             if involved
             else None
@@ -363,7 +378,8 @@ class QueryService:
             raise not_found("no such serial")
         marks, involved = await self.consistent(p, lambda: self._owner_regions(owner))
         cut = _cut(marks)
-        found = await self.db.run(queries.serial, owner, sku, serial_no, cut) if involved else None
+        read = partial(queries.serial, point=self._point)
+        found = await self.db.run(read, owner, sku, serial_no, cut) if involved else None
         if found is None:
             raise not_found("no such serial")
         current, history = found
@@ -405,7 +421,7 @@ class QueryService:
 
         marks, involved = await self.consistent(p, regions)
         rows = await self.db.run(
-            _movement_rows,
+            partial(_movement_rows, point=self._point),
             owner,
             p.warehouse,
             p.sku,
@@ -560,9 +576,11 @@ def _of_key(
     sku: str,
     cut: Mapping[str, int],
     *args: Any,
+    point: bool,
 ) -> T | None:
-    """`read(client, key, *args, cut)` of a key resolved at `cut`; None when unknown."""
-    key = queries.resolve(client, owner, warehouse, sku, cut)
+    """`read(client, key, *args, cut)` of a key resolved at `cut` (by gets where they
+    settle it, with `point`: not on a replicated cluster); None when unknown."""
+    key = queries.resolve(client, owner, warehouse, sku, cut, point=point)
     return None if key is None else read(client, key, *args, cut)
 
 
@@ -589,10 +607,14 @@ def _movement_rows(
     limit: int,
     after: tuple[datetime, str, int] | None,
     cut: Mapping[str, int],
+    *,
+    point: bool,
 ) -> list[repository.OwnedMovement]:
     if owner is None:
         return repository.movements_all_owners(client, warehouse, sku, since, until, limit, after)
-    rows = queries.movements(client, owner, warehouse, sku, since, until, limit, after, cut)
+    rows = queries.movements(
+        client, owner, warehouse, sku, since, until, limit, after, cut, point=point
+    )
     return repository.with_owner(owner, rows)
 
 

@@ -478,6 +478,108 @@ def render_stock_point() -> str:
     )
 
 
+#: Master rows the API looks up by id (013): the columns its reads need from each.
+POINT_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "warehouse": ("code",),
+    "owner": ("code",),
+    "sku": ("owner_id", "sku_code"),
+    "location": ("code", "sellable"),
+    "lot": ("lot_no", "production_date", "expiry_date", "first_received_at"),
+    "outbound_line": ("outbound_order_id",),
+    "outbound_order": ("order_no", "tracking_no"),
+}
+#: Master rows the API resolves by code (013): the columns of the code, after the region.
+CODE_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "warehouse": ("code",),
+    "owner": ("code",),
+    "sku": ("owner_id", "sku_code"),
+}
+
+
+def point_key_sql(prefix: str, cols: tuple[str, ...]) -> str:
+    """The one-column key of a point table: the region with its length in front (any
+    region name stays unambiguous), then `cols` joined by '|', only the last one free
+    text. One column, because a join on a multi-column EmbeddedRocksDB key reads the
+    whole table, where a one-column key is a direct lookup per row."""
+    parts = [f"toString(length({prefix}region))", "':'", f"{prefix}region"]
+    for i, c in enumerate(cols):
+        if i:
+            parts.append("'|'")
+        parts.append(f"toString({prefix}{c})")
+    return f"concat({', '.join(parts)})"
+
+
+def point_key(region: str, *values: object) -> str:
+    """`point_key_sql`'s key of a row, in Python."""
+    return f"{len(region.encode())}:{region}" + "|".join(str(v) for v in values)
+
+
+def _newest_into(table: str, select: str, source: str, where: str = "") -> str:
+    """A materialized view keeping in `table` the newest version (commit LSN, then change
+    LSN) of each key, and the INSERT that backfills it from `source`."""
+    newest = (
+        f"    SELECT {select}\n    FROM {source}{where}\n"
+        "    ORDER BY _commit_lsn DESC, _lsn DESC\n    LIMIT 1 BY key\n"
+    )
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv ${{ON_CLUSTER}} TO {table} AS\n"
+        "SELECT n.* FROM\n(\n"
+        f"{newest}) AS n\n"
+        f"LEFT JOIN {table} AS o ON o.key = n.key\n"
+        "WHERE (n._commit_lsn, n._lsn) >= (o._commit_lsn, o._lsn);\n\n"
+        f"INSERT INTO {table}\nSELECT * FROM\n(\n{newest});\n"
+    )
+
+
+def render_point_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
+    """013: master rows as key-value gets for the API's lots, serial and movement reads,
+    and the codes they are resolved by (each a 1-3 ms get, where a MergeTree read costs
+    5-10 ms in embedded chDB whatever it reads)."""
+    out = [
+        _HEADER.format(what="master rows and codes as key-value gets"),
+        "-- `wms_<t>_point`: the newest version of each row, by key (region, id), its columns\n"
+        "-- the API reads as one JSON document (`_is_deleted` first). `wms_<t>_code_point`:\n"
+        "-- per code, the id of the newest version that carried it (deletes carry no code).\n"
+        "-- Filled by materialized views inside the same INSERT as `wms_<t>`; a replay of\n"
+        "-- older versions never replaces a newer one. Like `stock_point` (011) they hold the\n"
+        "-- newest state, which may be past a region's watermark: readers use a version only\n"
+        "-- when its commit LSN is at or below their cut, a code only when the id it names\n"
+        "-- still has it there, and otherwise read the `wms_*` tables at the cut\n"
+        "-- (read_model.queries). EmbeddedRocksDB is node-local: readers use them only\n"
+        "-- without a cluster. The INSERTs backfill what was applied before this migration.\n",
+    ]
+    for name, cols in POINT_COLUMNS.items():
+        spec, table = model[name], f"{table_name(name)}_point"
+        types = {c.name: c.ch_type for c in spec.columns}
+        fields = (("_is_deleted", "UInt8"), *((c, types[c]) for c in cols))
+        names = ", ".join(f"{n} {t}" for n, t in fields).replace("'", "\\'")
+        doc = f"toJSONString(CAST(({', '.join(n for n, _ in fields)}), 'Tuple({names})'))"
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ${{ON_CLUSTER}}\n(\n    `key` String,\n"
+            "    `_commit_lsn` UInt64,\n    `_lsn` UInt64,\n    `doc` String\n)\n"
+            "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+            + _newest_into(
+                table,
+                f"{point_key_sql('', ('id',))} AS key, _commit_lsn, _lsn, {doc} AS doc",
+                table_name(name),
+            )
+        )
+    for name, cols in CODE_COLUMNS.items():
+        table = f"{table_name(name)}_code_point"
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ${{ON_CLUSTER}}\n(\n    `key` String,\n"
+            "    `_commit_lsn` UInt64,\n    `_lsn` UInt64,\n    `id` Int64\n)\n"
+            "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+            + _newest_into(
+                table,
+                f"{point_key_sql('', cols)} AS key, _commit_lsn, _lsn, id",
+                table_name(name),
+                "\n    WHERE _is_deleted = 0",
+            )
+        )
+    return "\n".join(out)
+
+
 _HEADER = "-- GENERATED by `python -m read_model.ddl` from the WMS model: {what}.\n"
 
 GENERATED: Mapping[str, Callable[[], str]] = {
@@ -486,6 +588,7 @@ GENERATED: Mapping[str, Callable[[], str]] = {
     "007_bi_relations.sql": render_bi_relations,
     "008_stock_current.sql": render_serving_tables,
     "011_stock_point_doc.sql": render_stock_point,
+    "013_master_points.sql": render_point_tables,
 }
 
 
