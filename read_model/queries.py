@@ -614,11 +614,32 @@ class _Unsure(Exception):
     changed): resolve it from the `wms_*` tables."""
 
 
+#: `_code_ids` answers by (table, codes, cut). What a code names at a cut never changes
+#: (every row at or below a watermark is final), so an answer is reused as long as the cut
+#: is the same: the regions of an owner an answer involves, then its SKU's ids, resolve
+#: the owner once per request. Bounded; emptied when full.
+_CODE_IDS: dict[tuple[Any, ...], dict[str, int]] = {}
+_CODE_IDS_MAX = 4096
+
+
 def _code_ids(
     client: Client, table: str, codes: Mapping[str, tuple[object, ...]], cut: Mapping[str, int]
 ) -> dict[str, int]:
     """region → id of the row that has the code `codes[region]` at the cut (regions where
     none has it left out). Raises _Unsure when the gets do not settle it."""
+    key = (table, tuple(sorted(codes.items())), tuple(sorted(cut.items())))
+    found = _CODE_IDS.get(key)
+    if found is None:
+        found = _code_ids_read(client, table, codes, cut)
+        if len(_CODE_IDS) >= _CODE_IDS_MAX:
+            _CODE_IDS.clear()
+        _CODE_IDS[key] = found
+    return dict(found)
+
+
+def _code_ids_read(
+    client: Client, table: str, codes: Mapping[str, tuple[object, ...]], cut: Mapping[str, int]
+) -> dict[str, int]:
     keys = {point_key(r, *c): r for r, c in codes.items()}
     got = _gets(client, {f"wms_{table}_code_point": list(keys)})
     found = got.get(f"wms_{table}_code_point", {})
