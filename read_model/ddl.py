@@ -497,36 +497,37 @@ CODE_COLUMNS: Mapping[str, tuple[str, ...]] = {
 
 
 def point_key_sql(prefix: str, cols: tuple[str, ...]) -> str:
-    """The one-column key of a point table: the region with its length in front (any
-    region name stays unambiguous), then `cols` joined by '|', only the last one free
-    text. One column, because a join on a multi-column EmbeddedRocksDB key reads the
-    whole table, where a one-column key is a direct lookup per row."""
-    parts = [f"toString(length({prefix}region))", "':'", f"{prefix}region"]
-    for i, c in enumerate(cols):
-        if i:
-            parts.append("'|'")
-        parts.append(f"toString({prefix}{c})")
+    """The one-column key of a point table: the values of `cols`, each but the last with
+    its length in front (so any text stays unambiguous). One column, because a join on a
+    multi-column EmbeddedRocksDB key reads the whole table (a materialized view joining it
+    would read it on every insert), where a one-column key is a direct lookup per row."""
+    parts: list[str] = []
+    for c in cols[:-1]:
+        value = f"toString({prefix}{c})"
+        parts += [f"toString(length({value}))", "':'", value]
+    parts.append(f"toString({prefix}{cols[-1]})")
     return f"concat({', '.join(parts)})"
 
 
-def point_key(region: str, *values: object) -> str:
+def point_key(*values: object) -> str:
     """`point_key_sql`'s key of a row, in Python."""
-    return f"{len(region.encode())}:{region}" + "|".join(str(v) for v in values)
+    *head, last = (str(v) for v in values)
+    return "".join(f"{len(v.encode())}:{v}" for v in head) + last
 
 
-def _newest_into(table: str, select: str, source: str, where: str = "") -> str:
-    """A materialized view keeping in `table` the newest version (commit LSN, then change
-    LSN) of each key, and the INSERT that backfills it from `source`."""
+def _newest_into(table: str, select: str, source: str, where: str = "", seq: str = "_lsn") -> str:
+    """A materialized view keeping in `table` the newest version (commit LSN, then `seq`)
+    of each key, and the INSERT that backfills it from `source`."""
     newest = (
         f"    SELECT {select}\n    FROM {source}{where}\n"
-        "    ORDER BY _commit_lsn DESC, _lsn DESC\n    LIMIT 1 BY key\n"
+        f"    ORDER BY _commit_lsn DESC, {seq} DESC\n    LIMIT 1 BY key\n"
     )
     return (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv ${{ON_CLUSTER}} TO {table} AS\n"
         "SELECT n.* FROM\n(\n"
         f"{newest}) AS n\n"
         f"LEFT JOIN {table} AS o ON o.key = n.key\n"
-        "WHERE (n._commit_lsn, n._lsn) >= (o._commit_lsn, o._lsn);\n\n"
+        f"WHERE (n._commit_lsn, n.{seq}) >= (o._commit_lsn, o.{seq});\n\n"
         f"INSERT INTO {table}\nSELECT * FROM\n(\n{newest});\n"
     )
 
@@ -534,9 +535,9 @@ def _newest_into(table: str, select: str, source: str, where: str = "") -> str:
 def render_point_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
     """013: master rows as key-value gets for the API's lots, serial and movement reads,
     and the codes they are resolved by (each a 1-3 ms get, where a MergeTree read costs
-    5-10 ms in embedded chDB whatever it reads)."""
+    5-10 ms in embedded chDB whatever it reads); `stock_point` keyed by one column."""
     out = [
-        _HEADER.format(what="master rows and codes as key-value gets"),
+        _HEADER.format(what="master rows and codes as key-value gets, `stock_point` rekeyed"),
         "-- `wms_<t>_point`: the newest version of each row, by key (region, id), its columns\n"
         "-- the API reads as one JSON document (`_is_deleted` first). `wms_<t>_code_point`:\n"
         "-- per code, the id of the newest version that carried it (deletes carry no code).\n"
@@ -560,7 +561,7 @@ def render_point_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
             "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
             + _newest_into(
                 table,
-                f"{point_key_sql('', ('id',))} AS key, _commit_lsn, _lsn, {doc} AS doc",
+                f"{point_key_sql('', ('region', 'id'))} AS key, _commit_lsn, _lsn, {doc} AS doc",
                 table_name(name),
             )
         )
@@ -572,11 +573,28 @@ def render_point_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
             "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
             + _newest_into(
                 table,
-                f"{point_key_sql('', cols)} AS key, _commit_lsn, _lsn, id",
+                f"{point_key_sql('', ('region', *cols))} AS key, _commit_lsn, _lsn, id",
                 table_name(name),
                 "\n    WHERE _is_deleted = 0",
             )
         )
+    out.append(
+        "-- `stock_point` (011) again, keyed by one column: its view joined the table on\n"
+        "-- (owner, warehouse, sku), which reads the whole table on every insert into\n"
+        "-- `stock_current` (seconds per batch at a million keys); the same rows otherwise.\n"
+        "DROP VIEW IF EXISTS stock_point_mv ${ON_CLUSTER};\n\n"
+        "DROP TABLE IF EXISTS stock_point ${ON_CLUSTER};\n\n"
+        "CREATE TABLE IF NOT EXISTS stock_point ${ON_CLUSTER}\n(\n    `key` String,\n"
+        "    `_commit_lsn` UInt64,\n    `_seq` UInt64,\n    `doc` String\n)\n"
+        "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+        + _newest_into(
+            "stock_point",
+            f"{point_key_sql('', ('owner', 'warehouse', 'sku'))} AS key, _commit_lsn, _seq,"
+            f" {_point_doc('')} AS doc",
+            "stock_current",
+            seq="_seq",
+        )
+    )
     return "\n".join(out)
 
 

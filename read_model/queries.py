@@ -241,11 +241,8 @@ def _served(where: str, tail: str) -> str:
 _SERVED_ONE = _served(
     "owner = {owner:String} AND sku = {sku:String} AND warehouse = {warehouse:String}", ""
 )
-#: `stock_point` (migration 011): the newest version of one key, by its RocksDB key.
-_POINT_ONE = (
-    "SELECT _commit_lsn, doc FROM stock_point WHERE owner = {owner:String}"
-    " AND warehouse = {warehouse:String} AND sku = {sku:String}"
-)
+#: `stock_point` (migrations 011, 013): the newest version of one key, by its RocksDB key.
+_POINT_ONE = "SELECT _commit_lsn, doc FROM stock_point WHERE key = {key:String}"
 _SERVED_PAGE = _served(
     "owner = {owner:String} AND ({warehouse:String} = '' OR warehouse = {warehouse:String})",
     " AND (warehouse, sku) > ({aw:String}, {asku:String}) ORDER BY warehouse, sku"
@@ -998,7 +995,8 @@ def stock_one(
     cut = visible_lsns(client) if cut is None else cut
     params = {"owner": owner, "warehouse": warehouse, "sku": sku}
     if point:
-        found = _query(client, _POINT_ONE, params, "stock point read")
+        key = {"key": point_key(owner, warehouse, sku)}
+        found = _query(client, _POINT_ONE, key, "stock point read")
         if found:
             commit_lsn, doc = found[0]
             version = orjson.loads(doc)

@@ -9,6 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from read_model import figures, queries
+from read_model.ddl import point_key
 from read_model.writer import ProjectionWriter
 from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
@@ -85,7 +86,8 @@ def test_a_region_assigned_again_gets_its_served_figures_corrected(ch: Client, r
     w.write(region, [md, receive], t.wm(receive))
     expected = stock(ch, code)
     ch.command("DELETE FROM stock_current WHERE region = {r:String}", parameters={"r": region})
-    ch.command("DELETE FROM stock_point WHERE owner = {o:String}", parameters={"o": f"{code}-OW"})
+    key = point_key(f"{code}-OW", f"{code}-WH", "SKU-1")
+    ch.command("DELETE FROM stock_point WHERE key = {k:String}", parameters={"k": key})
     assert stock(ch, code) is None
     ProjectionWriter(ch).load_watermarks([region])
     assert stock(ch, code) == expected
