@@ -14,9 +14,10 @@ import math
 import os
 import queue
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -312,7 +313,9 @@ class QueryService:
         return {region} if region else set()
 
     async def _owner_regions(self, owner: str) -> set[str]:
-        return set(await self.db.run(queries.owner_ids, owner))
+        # at the watermarks the answer will be read at (cached, so no read of its own)
+        cut = _cut(await self.marks())
+        return set(await self.db.run(partial(queries.owner_ids, point=self._point), owner, cut))
 
     async def _all_regions(self) -> set[str]:
         return set(await self.marks())
@@ -327,7 +330,7 @@ class QueryService:
         marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
         # as of the watermarks the freshness reports (a watermark is a batch's end: the
         # serving figures are exact there), without reading them again
-        cut = {r: m.lsn for r, m in marks.items()}
+        cut = _cut(marks)
         row = await self.db.run(self._stock_one, owner, warehouse, sku, cut) if involved else None
         if row is None:
             raise not_found("no such stock key")
@@ -369,31 +372,56 @@ class QueryService:
             nxt = self.cursors.encode("stock", filters, [last.owner, last.warehouse, last.sku])
         return {"items": rows, "next_cursor": nxt, "freshness": self.freshness(marks, involved)}
 
-    async def _resolved(
-        self, who: Principal, owner: str, warehouse: str, sku: str, p: ConsistencyParams
-    ) -> tuple[dict[str, Mark], set[str]]:
-        if not who.may_see(owner):
-            raise not_found("no such stock key")
-        marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
-        key = await self.db.run(queries.resolve, owner, warehouse, sku) if involved else None
-        if key is None:
-            raise not_found("no such stock key")
-        return marks, involved
-
     async def lots(
         self, who: Principal, owner: str, warehouse: str, sku: str, p: ConsistencyParams
     ) -> dict[str, Any]:
-        marks, involved = await self._resolved(who, owner, warehouse, sku, p)
-        rows = await self.db.run(queries.lots, owner, warehouse, sku)
+        marks, involved = await self._key_scope(who, owner, warehouse, p)
+        rows = (
+            await self.db.run(
+                partial(_of_key, point=self._point),
+                partial(queries.key_lots, point=self._point),
+                owner,
+                warehouse,
+                sku,
+                _cut(marks),
+            )
+            if involved
+            else None
+        )
+        if rows is None:
+            raise not_found("no such stock key")
         return {"items": rows, "freshness": self.freshness(marks, involved)}
 
     async def serials(
         self, who: Principal, owner: str, warehouse: str, sku: str, p: SerialListParams
     ) -> dict[str, Any]:
-        marks, involved = await self._resolved(who, owner, warehouse, sku, p)
+        marks, involved = await self._key_scope(who, owner, warehouse, p)
         status = p.status.value if p.status is not None else None
-        rows = await self.db.run(queries.serials, owner, warehouse, sku, status)
+        rows = (
+            await self.db.run(
+                partial(_of_key, point=self._point),
+                queries.key_serials,
+                owner,
+                warehouse,
+                sku,
+                _cut(marks),
+                status,
+            )
+            if involved
+            else None
+        )
+        if rows is None:
+            raise not_found("no such stock key")
         return {"items": rows, "freshness": self.freshness(marks, involved)}
+
+    async def _key_scope(
+        self, who: Principal, owner: str, warehouse: str, p: ConsistencyParams
+    ) -> tuple[dict[str, Mark], set[str]]:
+        """The watermarks and regions of an answer about one stock key; 404 for a key of
+        an owner `who` may not see."""
+        if not who.may_see(owner):
+            raise not_found("no such stock key")
+        return await self.consistent(p, lambda: self._warehouse_region(warehouse))
 
     async def serial(
         self, who: Principal, owner: str, sku: str, serial_no: str, p: ConsistencyParams
@@ -401,7 +429,9 @@ class QueryService:
         if not who.may_see(owner):
             raise not_found("no such serial")
         marks, involved = await self.consistent(p, lambda: self._owner_regions(owner))
-        found = await self.db.run(_serial, owner, sku, serial_no) if involved else None
+        cut = _cut(marks)
+        read = partial(queries.serial, point=self._point)
+        found = await self.db.run(read, owner, sku, serial_no, cut) if involved else None
         if found is None:
             raise not_found("no such serial")
         current, history = found
@@ -443,7 +473,15 @@ class QueryService:
 
         marks, involved = await self.consistent(p, regions)
         rows = await self.db.run(
-            _movement_rows, owner, p.warehouse, p.sku, p.since, p.until, p.limit + 1, after
+            partial(_movement_rows, point=self._point),
+            owner,
+            p.warehouse,
+            p.sku,
+            p.since,
+            p.until,
+            p.limit + 1,
+            after,
+            _cut(marks),
         )
         more = len(rows) > p.limit
         rows = rows[: p.limit]
@@ -576,13 +614,26 @@ def _stock_rows(
     return out[:limit]
 
 
-def _serial(
-    client: Client, owner: str, sku: str, serial_no: str
-) -> tuple[queries.SerialRow, list[queries.SerialRow]] | None:
-    current = queries.serial_current(client, owner, sku, serial_no)
-    if current is None:
-        return None
-    return current, queries.serial_history(client, owner, sku, serial_no)
+def _cut(marks: Mapping[str, Mark]) -> dict[str, int]:
+    """The visibility cut of the watermarks an answer reports: its data is read as of
+    them, so the freshness it carries is exactly its data's."""
+    return {r: m.lsn for r, m in marks.items()}
+
+
+def _of_key(
+    client: Client,
+    read: Callable[..., T],
+    owner: str,
+    warehouse: str,
+    sku: str,
+    cut: Mapping[str, int],
+    *args: Any,
+    point: bool,
+) -> T | None:
+    """`read(client, key, *args, cut)` of a key resolved at `cut` (by gets where they
+    settle it, with `point`: not on a replicated cluster); None when unknown."""
+    key = queries.resolve(client, owner, warehouse, sku, cut, point=point)
+    return None if key is None else read(client, key, *args, cut)
 
 
 def _movement_position(pos: list[Any]) -> tuple[datetime, str, int]:
@@ -607,10 +658,15 @@ def _movement_rows(
     until: datetime | None,
     limit: int,
     after: tuple[datetime, str, int] | None,
+    cut: Mapping[str, int],
+    *,
+    point: bool,
 ) -> list[repository.OwnedMovement]:
     if owner is None:
         return repository.movements_all_owners(client, warehouse, sku, since, until, limit, after)
-    rows = queries.movements(client, owner, warehouse, sku, since, until, limit, after)
+    rows = queries.movements(
+        client, owner, warehouse, sku, since, until, limit, after, cut, point=point
+    )
     return repository.with_owner(owner, rows)
 
 

@@ -490,57 +490,38 @@ def render_stock_point() -> str:
         "    `owner` String,\n    `warehouse` String,\n    `sku` String,\n"
         "    `_commit_lsn` UInt64,\n    `_seq` UInt64,\n    `doc` String\n)\n"
         "ENGINE = EmbeddedRocksDB\nPRIMARY KEY (owner, warehouse, sku);\n\n"
-        + _point_view("stock_point")
-        + "\n-- What was served before this migration (migrate runs before the projector starts).\n"
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS stock_point_mv ${ON_CLUSTER} TO stock_point AS\n"
+        "SELECT n.owner AS owner, n.warehouse AS warehouse, n.sku AS sku,\n"
+        f"    n._commit_lsn AS _commit_lsn, n._seq AS _seq,\n    {_point_doc('n.')} AS doc\n"
+        f"FROM\n(\n{newest}) AS n\n"
+        "LEFT JOIN stock_point AS o\n"
+        "    ON o.owner = n.owner AND o.warehouse = n.warehouse AND o.sku = n.sku\n"
+        "WHERE (n._commit_lsn, n._seq) >= (o._commit_lsn, o._seq);\n\n"
+        "-- What was served before this migration (migrate runs before the projector starts).\n"
         "INSERT INTO stock_point\n"
         f"SELECT owner, warehouse, sku, _commit_lsn, _seq,\n    {_point_doc('')} AS doc\n"
         f"FROM\n(\n{newest});\n"
     )
 
 
-def _point_view(source: str) -> str:
-    """The view that keeps `stock_point` at each key's newest version, `source` being the
-    existing versions it compares with (011: the whole table; 015: the block's keys)."""
-    newest = (
-        "    SELECT * FROM stock_current\n"
-        "    ORDER BY _commit_lsn DESC, _seq DESC\n"
-        "    LIMIT 1 BY owner, warehouse, sku\n"
-    )
-    return (
-        "CREATE MATERIALIZED VIEW IF NOT EXISTS stock_point_mv ${ON_CLUSTER} TO stock_point AS\n"
-        "SELECT n.owner AS owner, n.warehouse AS warehouse, n.sku AS sku,\n"
-        f"    n._commit_lsn AS _commit_lsn, n._seq AS _seq,\n    {_point_doc('n.')} AS doc\n"
-        f"FROM\n(\n{newest}) AS n\n"
-        f"LEFT JOIN {source} AS o\n"
-        "    ON o.owner = n.owner AND o.warehouse = n.warehouse AND o.sku = n.sku\n"
-        "WHERE (n._commit_lsn, n._seq) >= (o._commit_lsn, o._seq);\n"
-    )
+def render_point_settings() -> str:
+    """015: the RocksDB point tables take small inserts into their memtable.
 
-
-def render_stock_point_lookup() -> str:
-    """015: `stock_point`'s view reads the existing versions of the inserted keys only, and
-    RocksDB takes small inserts into its memtable.
-
-    011's join read every key of `stock_point` into a hash table on each insert into
-    `stock_current` (chDB joins a RocksDB table by key only for a single-column key): 0.4 s
-    per insert at 300k keys, growing with the model. A subquery of the view on its source
-    table reads the inserted block, so `IN` over the block's keys makes key gets. A RocksDB
-    table built for bulk inserts writes and ingests an SST file per insert (2.4 ms CPU for
-    one row here); with `optimize_for_bulk_insert = 0` a row goes to the memtable and WAL
-    (0.6 ms)."""
-    existing = (
-        "(\n    SELECT owner, warehouse, sku, _commit_lsn, _seq FROM stock_point\n"
-        "    WHERE (owner, warehouse, sku) IN (SELECT owner, warehouse, sku FROM stock_current)\n)"
+    By default EmbeddedRocksDB builds an SST file for every insert and ingests it (made
+    for bulk loads): 2.4 ms CPU for a one-row insert here, and one more file for RocksDB
+    to compact. Each flush of the projector inserts a few rows into `stock_point` and the
+    point tables of the master rows it touched; with `optimize_for_bulk_insert = 0` a row
+    goes to the memtable and the write-ahead log (0.6 ms)."""
+    tables = (
+        "stock_point",
+        *(f"{table_name(n)}_point" for n in POINT_COLUMNS),
+        *(f"{table_name(n)}_code_point" for n in CODE_COLUMNS),
     )
-    return (
-        _HEADER.format(what="single-key stock reads, the view's lookups by key (replaces 011's)")
-        + "-- The view of 011 (the newest version of each key wins; a replay at an older cut\n"
-        "-- never takes the point table back in time), comparing with the block's keys only:\n"
-        "-- inside a materialized view every reference to `stock_current` is the inserted\n"
-        "-- block, and `(owner, warehouse, sku) IN (...)` reads RocksDB by key.\n\n"
-        "DROP VIEW IF EXISTS stock_point_mv ${ON_CLUSTER};\n\n"
-        "ALTER TABLE stock_point ${ON_CLUSTER} MODIFY SETTING optimize_for_bulk_insert = 0;\n\n"
-        + _point_view(existing)
+    return _HEADER.format(
+        what="RocksDB point tables written row by row, not by SST files"
+    ) + "".join(
+        f"ALTER TABLE {t} ${{ON_CLUSTER}} MODIFY SETTING optimize_for_bulk_insert = 0;\n"
+        for t in tables
     )
 
 
@@ -575,6 +556,126 @@ def render_bi_from_stock_current() -> str:
     )
 
 
+#: Master rows the API looks up by id (013): the columns its reads need from each.
+POINT_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "warehouse": ("code",),
+    "owner": ("code",),
+    "sku": ("owner_id", "sku_code"),
+    "location": ("code", "sellable"),
+    "lot": ("lot_no", "production_date", "expiry_date", "first_received_at"),
+    "outbound_line": ("outbound_order_id",),
+    "outbound_order": ("order_no", "tracking_no"),
+}
+#: Master rows the API resolves by code (013): the columns of the code, after the region.
+CODE_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "warehouse": ("code",),
+    "owner": ("code",),
+    "sku": ("owner_id", "sku_code"),
+}
+
+
+def point_key_sql(prefix: str, cols: tuple[str, ...]) -> str:
+    """The one-column key of a point table: the values of `cols`, each but the last with
+    its length in front (so any text stays unambiguous). One column, because a join on a
+    multi-column EmbeddedRocksDB key reads the whole table (a materialized view joining it
+    would read it on every insert), where a one-column key is a direct lookup per row."""
+    parts: list[str] = []
+    for c in cols[:-1]:
+        value = f"toString({prefix}{c})"
+        parts += [f"toString(length({value}))", "':'", value]
+    parts.append(f"toString({prefix}{cols[-1]})")
+    return f"concat({', '.join(parts)})"
+
+
+def point_key(*values: object) -> str:
+    """`point_key_sql`'s key of a row, in Python."""
+    *head, last = (str(v) for v in values)
+    return "".join(f"{len(v.encode())}:{v}" for v in head) + last
+
+
+def _newest_into(table: str, select: str, source: str, where: str = "", seq: str = "_lsn") -> str:
+    """A materialized view keeping in `table` the newest version (commit LSN, then `seq`)
+    of each key, and the INSERT that backfills it from `source`."""
+    newest = (
+        f"    SELECT {select}\n    FROM {source}{where}\n"
+        f"    ORDER BY _commit_lsn DESC, {seq} DESC\n    LIMIT 1 BY key\n"
+    )
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv ${{ON_CLUSTER}} TO {table} AS\n"
+        "SELECT n.* FROM\n(\n"
+        f"{newest}) AS n\n"
+        f"LEFT JOIN {table} AS o ON o.key = n.key\n"
+        f"WHERE (n._commit_lsn, n.{seq}) >= (o._commit_lsn, o.{seq});\n\n"
+        f"INSERT INTO {table}\nSELECT * FROM\n(\n{newest});\n"
+    )
+
+
+def render_point_tables(model: Mapping[str, TableSpec] = WMS_MODEL) -> str:
+    """013: master rows as key-value gets for the API's lots, serial and movement reads,
+    and the codes they are resolved by (each a 1-3 ms get, where a MergeTree read costs
+    5-10 ms in embedded chDB whatever it reads); `stock_point` keyed by one column."""
+    out = [
+        _HEADER.format(what="master rows and codes as key-value gets, `stock_point` rekeyed"),
+        "-- `wms_<t>_point`: the newest version of each row, by key (region, id), its columns\n"
+        "-- the API reads as one JSON document (`_is_deleted` first). `wms_<t>_code_point`:\n"
+        "-- per code, the id of the newest version that carried it (deletes carry no code).\n"
+        "-- Filled by materialized views inside the same INSERT as `wms_<t>`; a replay of\n"
+        "-- older versions never replaces a newer one. Like `stock_point` (011) they hold the\n"
+        "-- newest state, which may be past a region's watermark: readers use a version only\n"
+        "-- when its commit LSN is at or below their cut, a code only when the id it names\n"
+        "-- still has it there, and otherwise read the `wms_*` tables at the cut\n"
+        "-- (read_model.queries). EmbeddedRocksDB is node-local: readers use them only\n"
+        "-- without a cluster. The INSERTs backfill what was applied before this migration.\n",
+    ]
+    for name, cols in POINT_COLUMNS.items():
+        spec, table = model[name], f"{table_name(name)}_point"
+        types = {c.name: c.ch_type for c in spec.columns}
+        fields = (("_is_deleted", "UInt8"), *((c, types[c]) for c in cols))
+        names = ", ".join(f"{n} {t}" for n, t in fields).replace("'", "\\'")
+        doc = f"toJSONString(CAST(({', '.join(n for n, _ in fields)}), 'Tuple({names})'))"
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ${{ON_CLUSTER}}\n(\n    `key` String,\n"
+            "    `_commit_lsn` UInt64,\n    `_lsn` UInt64,\n    `doc` String\n)\n"
+            "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+            + _newest_into(
+                table,
+                f"{point_key_sql('', ('region', 'id'))} AS key, _commit_lsn, _lsn, {doc} AS doc",
+                table_name(name),
+            )
+        )
+    for name, cols in CODE_COLUMNS.items():
+        table = f"{table_name(name)}_code_point"
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ${{ON_CLUSTER}}\n(\n    `key` String,\n"
+            "    `_commit_lsn` UInt64,\n    `_lsn` UInt64,\n    `id` Int64\n)\n"
+            "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+            + _newest_into(
+                table,
+                f"{point_key_sql('', ('region', *cols))} AS key, _commit_lsn, _lsn, id",
+                table_name(name),
+                "\n    WHERE _is_deleted = 0",
+            )
+        )
+    out.append(
+        "-- `stock_point` (011) again, keyed by one column: its view joined the table on\n"
+        "-- (owner, warehouse, sku), which reads the whole table on every insert into\n"
+        "-- `stock_current` (seconds per batch at a million keys); the same rows otherwise.\n"
+        "DROP VIEW IF EXISTS stock_point_mv ${ON_CLUSTER};\n\n"
+        "DROP TABLE IF EXISTS stock_point ${ON_CLUSTER};\n\n"
+        "CREATE TABLE IF NOT EXISTS stock_point ${ON_CLUSTER}\n(\n    `key` String,\n"
+        "    `_commit_lsn` UInt64,\n    `_seq` UInt64,\n    `doc` String\n)\n"
+        "ENGINE = EmbeddedRocksDB\nPRIMARY KEY key;\n\n"
+        + _newest_into(
+            "stock_point",
+            f"{point_key_sql('', ('owner', 'warehouse', 'sku'))} AS key, _commit_lsn, _seq,"
+            f" {_point_doc('')} AS doc",
+            "stock_current",
+            seq="_seq",
+        )
+    )
+    return "\n".join(out)
+
+
 _HEADER = "-- GENERATED by `python -m read_model.ddl` from the WMS model: {what}.\n"
 
 GENERATED: Mapping[str, Callable[[], str]] = {
@@ -583,8 +684,9 @@ GENERATED: Mapping[str, Callable[[], str]] = {
     "007_bi_relations.sql": render_bi_relations,
     "008_stock_current.sql": render_serving_tables,
     "011_stock_point_doc.sql": render_stock_point,
+    "013_master_points.sql": render_point_tables,
     "014_bi_from_stock_current.sql": render_bi_from_stock_current,
-    "015_stock_point_lookup.sql": render_stock_point_lookup,
+    "015_point_settings.sql": render_point_settings,
 }
 
 

@@ -19,7 +19,7 @@ the two on randomized data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from read_model.ddl import STOCK_FIGURES, served_stock_sql
+from read_model.ddl import CODE_COLUMNS, POINT_COLUMNS, STOCK_FIGURES, point_key, served_stock_sql
 from read_model.errors import classify
 
 
@@ -234,11 +234,8 @@ def _served(where: str, tail: str) -> str:
 _SERVED_ONE = _served(
     "owner = {owner:String} AND sku = {sku:String} AND warehouse = {warehouse:String}", ""
 )
-#: `stock_point` (migration 011): the newest version of one key, by its RocksDB key.
-_POINT_ONE = (
-    "SELECT _commit_lsn, doc FROM stock_point WHERE owner = {owner:String}"
-    " AND warehouse = {warehouse:String} AND sku = {sku:String}"
-)
+#: `stock_point` (migrations 011, 013): the newest version of one key, by its RocksDB key.
+_POINT_ONE = "SELECT _commit_lsn, doc FROM stock_point WHERE key = {key:String}"
 _SERVED_PAGE = _served(
     "owner = {owner:String} AND ({warehouse:String} = '' OR warehouse = {warehouse:String})",
     " AND (warehouse, sku) > ({aw:String}, {asku:String}) ORDER BY warehouse, sku"
@@ -508,6 +505,401 @@ _HISTORY = (
 _HISTORY_START = f"SELECT min(occurred_at), count() FROM {_HISTORY_ROWS} AS t"
 
 
+# -- key-value gets of master rows (migration 013) ---------------------------------------
+#
+# A MergeTree read costs 5-10 ms in embedded chDB whatever it reads, a get from an
+# EmbeddedRocksDB table 1-3 ms. The point tables hold the newest version of each master
+# row (and, per code, the id of the newest version carrying it), which may be past a
+# region's cut: a version is used only when its commit LSN is at or below the cut, and
+# anything else (a version past the cut, a code whose id no longer has it) is read from
+# the `wms_*` tables at the cut instead, so answers are the same either way.
+
+#: (region, id) of a master row.
+RowId = tuple[str, int]
+
+
+def _gets(client: Client, wanted: Mapping[str, Collection[str]]) -> dict[str, dict[str, Any]]:
+    """Rows of several point tables by key, in one query: table → key → (commit LSN,
+    value); keys not found are absent."""
+    wanted = {t: sorted(set(k)) for t, k in wanted.items() if k}
+    if not wanted:
+        return {}
+    parts, params = [], {}
+    for i, (table, keys) in enumerate(wanted.items()):
+        value = "toString(id)" if table.endswith("_code_point") else "doc"
+        parts.append(
+            f"SELECT {i} AS t, key, _commit_lsn, {value} FROM {table}"
+            f" WHERE key IN {{k{i}:Array(String)}}"
+        )
+        params[f"k{i}"] = keys
+    tables = list(wanted)
+    out: dict[str, dict[str, Any]] = {t: {} for t in tables}
+    for t, key, lsn, value in _query(client, " UNION ALL ".join(parts), params, "point read"):
+        out[tables[t]][key] = (int(lsn), value)
+    return out
+
+
+def _visible(found: tuple[int, Any] | None, region: str, cut: Mapping[str, int]) -> bool:
+    return found is not None and found[0] <= cut.get(region, 0)
+
+
+def _master_rows(
+    client: Client, wanted: Mapping[str, Collection[RowId]], cut: Mapping[str, int]
+) -> dict[str, dict[RowId, dict[str, Any] | None]]:
+    """Master rows by (region, id) as of `cut`: table (`location`, …) → id → its columns
+    of `POINT_COLUMNS`, None when it does not exist at the cut. Gets first; ids whose
+    newest version is past the cut (or that no get found) from the `wms_*` table."""
+    keys = {t: {point_key(r, i): (r, i) for r, i in ids} for t, ids in wanted.items()}
+    got = _gets(client, {f"wms_{t}_point": list(k) for t, k in keys.items()})
+    out: dict[str, dict[RowId, dict[str, Any] | None]] = {}
+    for table, by_key in keys.items():
+        rows = out[table] = {}
+        found = got.get(f"wms_{table}_point", {})
+        missing = []
+        for key, (region, id_) in by_key.items():
+            hit = found.get(key)
+            if hit is not None and _visible(hit, region, cut):
+                doc = orjson.loads(hit[1])
+                rows[(region, id_)] = None if doc.pop("_is_deleted") else doc
+            else:
+                missing.append((region, id_))
+        if missing:
+            rows.update(_master_rows_at(client, table, missing, cut))
+    return out
+
+
+def _master_rows_at(
+    client: Client, table: str, ids: list[RowId], cut: Mapping[str, int]
+) -> dict[RowId, dict[str, Any] | None]:
+    """`_master_rows` of one table from its `wms_*` table at the cut (the slow path)."""
+    cols = POINT_COLUMNS[table]
+    sql = "SELECT region, id, " + ", ".join(cols) + " FROM " + latest_versions(
+        f"wms_{table}", cols, ("region", "id"),
+        "(region, id) IN {ids:Array(Tuple(String, Int64))}", _CUTS,
+    )  # fmt: skip
+    rows: dict[RowId, dict[str, Any] | None] = dict.fromkeys(ids)
+    for region, id_, *values in _query(client, sql, {"ids": ids, **_cuts(cut)}, "master rows"):
+        rows[(str(region), int(id_))] = {
+            c: v.isoformat(sep=" ") if isinstance(v, datetime) else _json_value(v)
+            for c, v in zip(cols, values, strict=True)
+        }
+    return rows
+
+
+def _json_value(v: Any) -> Any:
+    # the slow path's values as the point tables' JSON documents hold them
+    return v.isoformat() if isinstance(v, date) else v
+
+
+def _date(v: str | None) -> date | None:
+    return None if v is None else date.fromisoformat(v)
+
+
+def _time(v: str | None) -> datetime | None:
+    return None if v is None else _utc(datetime.fromisoformat(v))
+
+
+class _Unsure(Exception):
+    """A code's gets do not settle it at the cut (a version past it, an id whose code
+    changed): resolve it from the `wms_*` tables."""
+
+
+#: `_code_ids` answers by (table, codes, cut). What a code names at a cut never changes
+#: (every row at or below a watermark is final), so an answer is reused as long as the cut
+#: is the same: the regions of an owner an answer involves, then its SKU's ids, resolve
+#: the owner once per request. Bounded; emptied when full.
+_CODE_IDS: dict[tuple[Any, ...], dict[str, int]] = {}
+_CODE_IDS_MAX = 4096
+
+
+def _code_ids(
+    client: Client, table: str, codes: Mapping[str, tuple[object, ...]], cut: Mapping[str, int]
+) -> dict[str, int]:
+    """region → id of the row that has the code `codes[region]` at the cut (regions where
+    none has it left out). Raises _Unsure when the gets do not settle it."""
+    key = (table, tuple(sorted(codes.items())), tuple(sorted(cut.items())))
+    found = _CODE_IDS.get(key)
+    if found is None:
+        found = _code_ids_read(client, table, codes, cut)
+        if len(_CODE_IDS) >= _CODE_IDS_MAX:
+            _CODE_IDS.clear()
+        _CODE_IDS[key] = found
+    return dict(found)
+
+
+def _code_ids_read(
+    client: Client, table: str, codes: Mapping[str, tuple[object, ...]], cut: Mapping[str, int]
+) -> dict[str, int]:
+    keys = {point_key(r, *c): r for r, c in codes.items()}
+    got = _gets(client, {f"wms_{table}_code_point": list(keys)})
+    found = got.get(f"wms_{table}_code_point", {})
+    ids: dict[str, int] = {}
+    for key, region in keys.items():
+        hit = found.get(key)
+        if hit is None:
+            continue  # never carried by any version: no row has it at any cut
+        if not _visible(hit, region, cut):
+            raise _Unsure
+        ids[region] = int(hit[1])
+    # The newest version carrying a code is at or below the cut: the code is that row's
+    # at the cut if the row's newest version still carries it (codes are unique at every
+    # committed state, so no other row can have it then).
+    rows = _master_rows(client, {table: [(r, i) for r, i in ids.items()]}, cut)[table]
+    cols = CODE_COLUMNS[table]
+    for region, id_ in list(ids.items()):
+        row = rows[(region, id_)]
+        if row is None or tuple(row[c] for c in cols) != codes[region]:
+            raise _Unsure
+    return ids
+
+
+def _point_sku_keys(
+    client: Client, owner: str, sku: str, cut: Mapping[str, int]
+) -> list[tuple[str, int, int]]:
+    """`_sku_keys` by gets. Raises _Unsure."""
+    owners = _code_ids(client, "owner", {r: (owner,) for r in cut}, cut)
+    skus = _code_ids(client, "sku", {r: (o, sku) for r, o in owners.items()}, cut)
+    return sorted((r, owners[r], i) for r, i in skus.items())
+
+
+def _point_resolve(
+    client: Client, owner: str, warehouse: str, sku: str, cut: Mapping[str, int]
+) -> SkuKey | None:
+    """`resolve` by gets. Raises _Unsure (also when a warehouse code is in two regions)."""
+    warehouses = _code_ids(client, "warehouse", {r: (warehouse,) for r in cut}, cut)
+    if len(warehouses) != 1:
+        if warehouses:
+            raise _Unsure
+        return None
+    ((region, warehouse_id),) = warehouses.items()
+    owners = _code_ids(client, "owner", {region: (owner,)}, cut)
+    if not owners:
+        return None
+    skus = _code_ids(client, "sku", {region: (owners[region], sku)}, cut)
+    if not skus:
+        return None
+    return SkuKey(region, owners[region], warehouse_id, skus[region])
+
+
+# Balance rows of one key at the cut, for per-lot figures summed here (the lot and
+# location columns come from gets).
+_KEY_BALANCES = (
+    "SELECT location_id, lot_id, status, qty_on_hand, qty_allocated FROM "
+    + latest_versions(
+        "wms_inventory_by_sku",
+        ("warehouse_id", "location_id", "lot_id", "status", "qty_on_hand", "qty_allocated"),
+        ("id",),
+        _ONE_SKU,
+    )
+    + " WHERE warehouse_id = {warehouse_id:Int64} AND lot_id IS NOT NULL"
+)
+_LOT_STATUSES = ("PENDING_PUTAWAY", "QC_HOLD", "FROZEN", "DAMAGED", "RETURNED", "EXPIRED")
+
+
+def _point_lots(client: Client, key: SkuKey, cut: Mapping[str, int]) -> list[LotRow]:
+    """`key_lots` from the key's balance rows (one MergeTree read) and gets of their
+    lots and locations, summed as `_LOTS` does."""
+    params = {
+        "region": key.region,
+        "owner_id": key.owner_id,
+        "sku_id": key.sku_id,
+        "warehouse_id": key.warehouse_id,
+        "wm": cut.get(key.region, 0),
+    }
+    balances = _query(client, _KEY_BALANCES, params, "lot balances")
+    if not balances:
+        return []
+    r = key.region
+    masters = _master_rows(
+        client,
+        {"location": {(r, int(b[0])) for b in balances}, "lot": {(r, int(b[1])) for b in balances}},
+        cut,
+    )
+    sums: dict[int, list[int]] = {}
+    for location_id, lot_id, status, on_hand, allocated in balances:
+        location = masters["location"][(r, int(location_id))]
+        f = sums.setdefault(int(lot_id), [0] * (3 + len(_LOT_STATUSES)))
+        f[0] += on_hand
+        if status == "AVAILABLE" and location is not None and location["sellable"]:
+            f[1] += on_hand - allocated
+        f[2] += allocated
+        if status in _LOT_STATUSES:
+            f[3 + _LOT_STATUSES.index(status)] += on_hand
+    out = []
+    for lot_id, figures in sums.items():
+        lot: dict[str, Any] = masters["lot"][(r, lot_id)] or dict.fromkeys(POINT_COLUMNS["lot"])
+        row = LotRow(lot["lot_no"], _date(lot["production_date"]), _date(lot["expiry_date"]),
+                     *figures)  # fmt: skip
+        out.append((row, _time(lot["first_received_at"])))
+    # FEFO: expiry, then first receipt, then lot number; NULLs last in each
+    out.sort(key=lambda x: (
+        x[0].expiry_date is None, x[0].expiry_date or date.min,
+        x[1] is None, x[1] or _EPOCH, x[0].lot_no is None, x[0].lot_no or "",
+    ))  # fmt: skip
+    return [row for row, _ in out]
+
+
+# Every version of one serial at or below the cut, for its current row and history
+# picked here (codes by gets).
+_SERIAL_ALL_VERSIONS = (
+    "SELECT region, id, _commit_lsn, _lsn, _is_deleted, "
+    + ", ".join(_SERIAL_FIELDS)
+    + f" FROM wms_serial_number_by_sku WHERE {_SERIAL_SCOPE} AND _commit_lsn <= {_CUTS}"
+)
+
+
+def _point_serial(
+    client: Client, keys: list[tuple[str, int, int]], serial_no: str, cut: Mapping[str, int]
+) -> tuple[SerialRow | None, list[SerialRow]]:
+    """`serial_current` and `serial_history` of the SKU `keys` from the serial's versions
+    (one MergeTree read) and gets of their warehouses, locations, lots and orders."""
+    params = {"skus": [(r, i) for r, _, i in keys], "serial": serial_no, **_cuts(cut)}
+    owners = {(r, o) for r, o, _ in keys}
+    committed: dict[tuple[str, int, int], tuple[int, tuple[Any, ...]]] = {}
+    for region, id_, commit_lsn, lsn, deleted, *values in _query(
+        client, _SERIAL_ALL_VERSIONS, params, "serial versions"
+    ):
+        # one version per transaction that changed the row: its last change (what the
+        # copy's ReplacingMergeTree keeps), deletes included until the end
+        k = (str(region), int(id_), int(commit_lsn))
+        if k not in committed or committed[k][0] < lsn:
+            committed[k] = (int(lsn), (deleted, *values))
+    latest: dict[RowId, tuple[Any, ...]] = {}
+    history: list[tuple[str, dict[str, Any]]] = []
+    for (region, id_, _), (_, version) in sorted(committed.items()):
+        latest[(region, id_)] = version
+        if not version[0]:
+            history.append((region, dict(zip(_SERIAL_FIELDS, version[1:], strict=True))))
+    current = [
+        (region, dict(zip(_SERIAL_FIELDS, v[1:], strict=True)))
+        for (region, _), v in latest.items()
+        if not v[0]
+    ]
+    # the owner's rows only (the SKU ids are per region, the owner is checked per row)
+    history = [(r, v) for r, v in history if (r, v["owner_id"]) in owners]
+    current = [(r, v) for r, v in current if (r, v["owner_id"]) in owners]
+    rows = history + current
+
+    def ids(col: str) -> set[RowId]:
+        return {(r, v[col]) for r, v in rows if v[col] is not None}
+
+    masters = _master_rows(
+        client,
+        {
+            "warehouse": ids("warehouse_id"),
+            "location": ids("location_id"),
+            "lot": ids("lot_id"),
+            "outbound_line": ids("outbound_line_id"),
+        },
+        cut,
+    )
+    lines = masters["outbound_line"]
+    orders = _master_rows(
+        client,
+        {"outbound_order": {(r, ln["outbound_order_id"]) for (r, _), ln in lines.items() if ln}},
+        cut,
+    ).get("outbound_order", {})
+
+    def code(table: str, region: str, id_: int | None, col: str) -> Any:
+        row = None if id_ is None else masters[table].get((region, id_))
+        return None if row is None else row[col]
+
+    def serial_row(region: str, v: dict[str, Any]) -> SerialRow:
+        line = lines.get((region, v["outbound_line_id"]))
+        order = None if line is None else orders.get((region, line["outbound_order_id"]))
+        return SerialRow(
+            region, serial_no, v["status"],
+            code("warehouse", region, v["warehouse_id"], "code"),
+            code("location", region, v["location_id"], "code"),
+            code("lot", region, v["lot_id"], "lot_no"),
+            _utc(v["received_at"]), _utc(v["shipped_at"]), _utc(v["updated_at"]),
+            None if order is None else order["order_no"],
+            None if order is None else order["tracking_no"],
+        )  # fmt: skip
+
+    past = sorted((serial_row(r, v) for r, v in history), key=lambda x: (x.updated_at, x.region))
+    now = sorted(
+        (serial_row(r, v) for r, v in current),
+        key=lambda x: (x.status != "SHIPPED", x.updated_at),
+        reverse=True,
+    )
+    return (now[0] if now else None), past
+
+
+# A page of one SKU's ledger rows at the cut (codes by gets).
+_KEY_MOVEMENTS = (
+    "SELECT region, id, "
+    + ", ".join(_TXN_FIELDS)
+    + " FROM "
+    + latest_versions(
+        "wms_inventory_txn_by_sku",
+        _TXN_FIELDS,
+        ("region", "id"),
+        "(region, owner_id, sku_id) IN {keys:Array(Tuple(String, Int64, Int64))}",
+        _CUTS,
+    )
+    + " WHERE occurred_at >= {lo:DateTime64(6, 'UTC')} AND occurred_at < {hi:DateTime64(6, 'UTC')}"
+    " AND (occurred_at, region, id) > ({at:DateTime64(6, 'UTC')}, {ar:String}, {aid:Int64})"
+    " ORDER BY occurred_at, region, id LIMIT {limit:UInt32}"
+)
+
+
+def _point_movements(
+    client: Client, sku: str, params: dict[str, Any], cut: Mapping[str, int]
+) -> list[MovementRow] | None:
+    """`movements` of one SKU (its `keys` in `params`, any warehouse) from its ledger rows
+    (one MergeTree read) and gets of their warehouses, lots and locations; None when a
+    row's warehouse is unknown at the cut (`_MOVEMENTS_SKU` leaves such rows out and
+    reads further)."""
+    found = _query(client, _KEY_MOVEMENTS, params, "movements")
+    rows = [dict(zip(("region", "id", *_TXN_FIELDS), r, strict=True)) for r in found]
+
+    def ids(col: str) -> set[RowId]:
+        return {(r["region"], r[col]) for r in rows if r[col] is not None}
+
+    masters = _master_rows(
+        client,
+        {
+            "warehouse": ids("warehouse_id"),
+            "lot": ids("lot_id"),
+            "location": ids("from_location_id") | ids("to_location_id"),
+        },
+        cut,
+    )
+
+    def code(table: str, region: str, id_: int | None, col: str) -> Any:
+        row = None if id_ is None else masters[table].get((region, id_))
+        return None if row is None else row[col]
+
+    out = []
+    for r in rows:
+        region = r["region"]
+        warehouse = code("warehouse", region, r["warehouse_id"], "code")
+        if warehouse is None:
+            return None
+        out.append(
+            MovementRow(
+                region,
+                r["id"],
+                _utc(r["occurred_at"]),
+                r["txn_type"],
+                warehouse,
+                sku,
+                code("lot", region, r["lot_id"], "lot_no"),
+                code("location", region, r["from_location_id"], "code"),
+                code("location", region, r["to_location_id"], "code"),
+                r["from_status"],
+                r["to_status"],
+                r["qty"],
+                r["d_on_hand"],
+                r["d_allocated"],
+                r["ref_type"],
+                r["ref_no"],
+            )
+        )
+    return out
+
+
 # -- public reads ----------------------------------------------------------------------
 
 
@@ -525,11 +917,23 @@ def visible_lsns(client: Client) -> dict[str, int]:
 
 
 def resolve(
-    client: Client, owner: str, warehouse: str, sku: str, cut: dict[str, int] | None = None
+    client: Client,
+    owner: str,
+    warehouse: str,
+    sku: str,
+    cut: Mapping[str, int] | None = None,
+    *,
+    point: bool = True,
 ) -> SkuKey | None:
     """Global codes → the ids of the warehouse's region as of `cut` (default: read now);
-    None when any is unknown."""
+    None when any is unknown. With `point` (not on a replicated cluster) by gets when
+    they settle it (migration 013)."""
     wm = visible_lsns(client) if cut is None else cut
+    if point:
+        try:
+            return _point_resolve(client, owner, warehouse, sku, wm)
+        except _Unsure:
+            pass
     rows = _query(
         client, _RESOLVE, {"owner": owner, "warehouse": warehouse, "sku": sku, **_cuts(wm)},
         "id resolution",
@@ -537,19 +941,31 @@ def resolve(
     return SkuKey(*rows[0]) if rows else None
 
 
-def owner_ids(client: Client, owner: str, cut: dict[str, int] | None = None) -> dict[str, int]:
+def owner_ids(
+    client: Client, owner: str, cut: Mapping[str, int] | None = None, *, point: bool = True
+) -> dict[str, int]:
     """The owner's id in every region where it exists (as of `cut`, default: now)."""
     wm = visible_lsns(client) if cut is None else cut
+    if point:
+        try:
+            return _code_ids(client, "owner", {r: (owner,) for r in wm}, wm)
+        except _Unsure:
+            pass
     rows = _query(client, _OWNER_IDS, {"owner": owner, **_cuts(wm)}, "id resolution")
     return {str(r): int(i) for r, i in rows}
 
 
 def _sku_keys(
-    client: Client, owner: str, sku: str, cut: dict[str, int]
+    client: Client, owner: str, sku: str, cut: Mapping[str, int], point: bool = True
 ) -> list[tuple[str, int, int]]:
     """(region, owner_id, sku_id) of a global SKU key in every region, as of `cut`."""
+    if point:
+        try:
+            return _point_sku_keys(client, owner, sku, cut)
+        except _Unsure:
+            pass
     rows = _query(client, _SKU_IDS, {"owner": owner, "sku": sku, **_cuts(cut)}, "id resolution")
-    return [(str(r), int(o), int(i)) for r, o, i in rows]
+    return sorted((str(r), int(o), int(i)) for r, o, i in rows)
 
 
 def stock_one(
@@ -572,7 +988,8 @@ def stock_one(
     cut = visible_lsns(client) if cut is None else cut
     params = {"owner": owner, "warehouse": warehouse, "sku": sku}
     if point:
-        found = _query(client, _POINT_ONE, params, "stock point read")
+        key = {"key": point_key(owner, warehouse, sku)}
+        found = _query(client, _POINT_ONE, key, "stock point read")
         if found:
             commit_lsn, doc = found[0]
             version = orjson.loads(doc)
@@ -634,12 +1051,29 @@ def stock_page(
     return _rows(client, StockRow, _SERVED_PAGE, {**params, "limit": limit, **cuts})
 
 
-def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:
-    """Per-lot figures of one key in FEFO order (expiry, no-expiry last, first receipt)."""
-    cut = visible_lsns(client)
-    key = resolve(client, owner, warehouse, sku, cut)
-    if key is None:
-        return []
+def lots(
+    client: Client,
+    owner: str,
+    warehouse: str,
+    sku: str,
+    cut: Mapping[str, int] | None = None,
+    *,
+    point: bool = True,
+) -> list[LotRow]:
+    """Per-lot figures of one key in FEFO order (expiry, no-expiry last, first receipt),
+    as of `cut` (default: the watermarks now)."""
+    cut = visible_lsns(client) if cut is None else cut
+    key = resolve(client, owner, warehouse, sku, cut, point=point)
+    return [] if key is None else key_lots(client, key, cut, point=point)
+
+
+def key_lots(
+    client: Client, key: SkuKey, cut: Mapping[str, int], *, point: bool = True
+) -> list[LotRow]:
+    """`lots` of a key already resolved at the same `cut`; with `point` (not on a
+    replicated cluster) its lots and locations by gets (migration 013)."""
+    if point:
+        return _point_lots(client, key, cut)
     return _rows(
         client,
         LotRow,
@@ -655,13 +1089,24 @@ def lots(client: Client, owner: str, warehouse: str, sku: str) -> list[LotRow]:
 
 
 def serials(
-    client: Client, owner: str, warehouse: str, sku: str, status: str | None = None
+    client: Client,
+    owner: str,
+    warehouse: str,
+    sku: str,
+    status: str | None = None,
+    cut: Mapping[str, int] | None = None,
 ) -> list[SerialRow]:
-    """Serials of one key currently at the warehouse (optionally of one status)."""
-    cut = visible_lsns(client)
+    """Serials of one key currently at the warehouse (optionally of one status), as of
+    `cut` (default: the watermarks now)."""
+    cut = visible_lsns(client) if cut is None else cut
     key = resolve(client, owner, warehouse, sku, cut)
-    if key is None:
-        return []
+    return [] if key is None else key_serials(client, key, status, cut)
+
+
+def key_serials(
+    client: Client, key: SkuKey, status: str | None, cut: Mapping[str, int]
+) -> list[SerialRow]:
+    """`serials` of a key already resolved at the same `cut`."""
     return _rows(
         client,
         SerialRow,
@@ -677,16 +1122,58 @@ def serials(
     )
 
 
-def serial_current(client: Client, owner: str, sku: str, serial_no: str) -> SerialRow | None:
+def serial_current(
+    client: Client, owner: str, sku: str, serial_no: str, *, point: bool = True
+) -> SerialRow | None:
     """Current state across regions: the row that is not SHIPPED, else the latest by
     updated_at (a serial moved between regions exists in both, OPERATIONS.md)."""
-    rows = _serial_rows(client, _SERIAL_CURRENT, owner, sku, serial_no)
-    return rows[0] if rows else None
+    found = serial(client, owner, sku, serial_no, point=point)
+    return None if found is None else found[0]
 
 
-def _serial_rows(client: Client, sql: str, owner: str, sku: str, serial: str) -> list[SerialRow]:
+def serial_history(
+    client: Client, owner: str, sku: str, serial_no: str, *, point: bool = True
+) -> list[SerialRow]:
+    """Every committed version of the serial in every region, oldest first."""
     cut = visible_lsns(client)
-    keys = _sku_keys(client, owner, sku, cut)
+    keys = _sku_keys(client, owner, sku, cut, point)
+    if point and keys:
+        return _point_serial(client, keys, serial_no, cut)[1]
+    return _serial_rows(client, _SERIAL_HISTORY, keys, serial_no, cut)
+
+
+def serial(
+    client: Client,
+    owner: str,
+    sku: str,
+    serial_no: str,
+    cut: Mapping[str, int] | None = None,
+    *,
+    point: bool = True,
+) -> tuple[SerialRow, list[SerialRow]] | None:
+    """`serial_current` and `serial_history` of one serial at one cut (default: the
+    watermarks now), the SKU resolved once; None when the serial has no current row.
+    With `point` (not on a replicated cluster) its codes by gets (migration 013)."""
+    cut = visible_lsns(client) if cut is None else cut
+    keys = _sku_keys(client, owner, sku, cut, point)
+    if not keys:
+        return None
+    if point:
+        now, past = _point_serial(client, keys, serial_no, cut)
+        return None if now is None else (now, past)
+    current = _serial_rows(client, _SERIAL_CURRENT, keys, serial_no, cut)
+    if not current:
+        return None
+    return current[0], _serial_rows(client, _SERIAL_HISTORY, keys, serial_no, cut)
+
+
+def _serial_rows(
+    client: Client,
+    sql: str,
+    keys: list[tuple[str, int, int]],
+    serial: str,
+    cut: Mapping[str, int],
+) -> list[SerialRow]:
     if not keys:
         return []
     return _rows(
@@ -702,11 +1189,6 @@ def _serial_rows(client: Client, sql: str, owner: str, sku: str, serial: str) ->
     )
 
 
-def serial_history(client: Client, owner: str, sku: str, serial_no: str) -> list[SerialRow]:
-    """Every committed version of the serial in every region, oldest first."""
-    return _serial_rows(client, _SERIAL_HISTORY, owner, sku, serial_no)
-
-
 def movements(
     client: Client,
     owner: str,
@@ -716,37 +1198,42 @@ def movements(
     until: datetime | None = None,
     limit: int = 100,
     after: tuple[datetime, str, int] | None = None,
+    cut: Mapping[str, int] | None = None,
+    *,
+    point: bool = True,
 ) -> list[MovementRow]:
     """Ledger rows of an owner (optionally one warehouse / SKU) in [since, until),
-    ordered by (occurred_at, region, id); `after` is the previous page's last triple."""
+    ordered by (occurred_at, region, id); `after` is the previous page's last triple. As
+    of `cut` (default: the watermarks now); with `point` (not on a replicated cluster)
+    codes by gets (migration 013)."""
     lo = since or datetime(1970, 1, 1, tzinfo=UTC)
     hi = until or datetime(2299, 12, 31, tzinfo=UTC)
     at, ar, aid = after or (lo, "", 0)
-    cut = visible_lsns(client)
+    cut = visible_lsns(client) if cut is None else cut
     scope: dict[str, Any]
     if sku:
-        scope = {"keys": _sku_keys(client, owner, sku, cut)}
+        scope = {"keys": _sku_keys(client, owner, sku, cut, point)}
     else:
-        scope = {"owners": sorted(owner_ids(client, owner, cut).items())}
+        scope = {"owners": sorted(owner_ids(client, owner, cut, point=point).items())}
     if not next(iter(scope.values())):
         return []  # owner or SKU unknown as of the cut
-    return _rows(
-        client,
-        MovementRow,
-        _MOVEMENTS_SKU if sku else _MOVEMENTS_OWNER,
-        {
-            **scope,
-            "sku": sku or "",
-            "warehouse": warehouse or "",
-            "lo": lo,
-            "hi": hi,
-            "at": at,
-            "ar": ar,
-            "aid": aid,
-            "limit": limit,
-            **_cuts(cut),
-        },
-    )
+    params = {
+        **scope,
+        "sku": sku or "",
+        "warehouse": warehouse or "",
+        "lo": lo,
+        "hi": hi,
+        "at": at,
+        "ar": ar,
+        "aid": aid,
+        "limit": limit,
+        **_cuts(cut),
+    }
+    if point and sku and not warehouse:
+        rows = _point_movements(client, sku, params, cut)
+        if rows is not None:
+            return rows
+    return _rows(client, MovementRow, _MOVEMENTS_SKU if sku else _MOVEMENTS_OWNER, params)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

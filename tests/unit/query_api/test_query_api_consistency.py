@@ -8,11 +8,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from query_api.app import create_app
 from query_api.service import ReadModel
+from read_model.writer import ProjectionWriter
 from stockcdc.settings import Settings
+from tests.unit.query_api.conftest import Tx, at, inv, serial, txn
 
 STALE_KEY = "/v1/stock/SELLER-C/WH-N1/SKU-9"  # qa-north: watermark from 2026-01-01
 
@@ -131,3 +134,45 @@ def test_read_model_down_is_503_never_500(api_settings: Settings, keys: dict[str
         assert c.get("/readyz").status_code == 503
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
+
+
+def test_key_reads_are_as_of_the_watermarks_they_report(
+    api: TestClient, rm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lots, a serial and movements read their data at the watermarks their freshness
+    reports, not at newer ones committed meanwhile (here: the API's watermarks held at
+    the first commit while a second one lands)."""
+    t = Tx("qa-cut", ProjectionWriter(rm.client))
+    first = t.commit(
+        ("warehouse", "c", {"id": 1, "code": "WH-K1"}),
+        ("owner", "c", {"id": 1, "code": "SELLER-K"}),
+        ("sku", "c", {"id": 1, "owner_id": 1, "sku_code": "SKU-K", "tracking": "SERIAL"}),
+        ("location", "c", {"id": 1, "warehouse_id": 1, "code": "K-01", "sellable": True}),
+        ("lot", "c", {"id": 1, "sku_id": 1, "lot_no": "LOT-K"}),
+        inv(1, 1, 1, 1, 1, 1, "AVAILABLE", 5),
+        serial(1, 1, 1, "SN-K", "IN_STOCK", 1, 1, at(1)),
+        txn(1, 1, 1, 1, "RECEIVE", at(1), lot_id=1, to_location_id=1, qty=5, d_on_hand=5),
+    )
+    service = api.app.state.service  # type: ignore[attr-defined]
+    held = api.portal.call(service.marks, True)  # type: ignore[union-attr]
+    assert held["qa-cut"].lsn == first.commit_lsn
+
+    async def marks(fresh: bool = False) -> Any:
+        return held
+
+    monkeypatch.setattr(service, "marks", marks)
+    t.commit(
+        inv(1, 1, 1, 1, 1, 1, "AVAILABLE", 9),
+        serial(1, 1, 1, "SN-K", "ALLOCATED", 1, 1, at(2)),
+        txn(2, 1, 1, 1, "RECEIVE", at(2), lot_id=1, to_location_id=1, qty=4, d_on_hand=4),
+    )
+    lots = api.get("/v1/stock/SELLER-K/WH-K1/SKU-K/lots").json()
+    assert [i["on_hand"] for i in lots["items"]] == [5]
+    assert lots["freshness"]["qa-cut"]["lsn"] == first.commit_lsn
+    found = api.get("/v1/serials/SELLER-K/SKU-K/SN-K").json()
+    assert (found["current"]["status"], len(found["history"])) == ("IN_STOCK", 1)
+    moves = api.get("/v1/movements", params={"owner": "SELLER-K", "sku": "SKU-K"}).json()
+    assert [m["id"] for m in moves["items"]] == [1]
+    # leave no stock key or ledger row behind for the tests listing every owner's
+    t.commit(("inventory", "d", {"id": 1}), ("inventory_txn", "d", {"id": 1}),
+             ("inventory_txn", "d", {"id": 2}))  # fmt: skip

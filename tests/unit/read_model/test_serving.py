@@ -9,6 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from read_model import ddl, figures, queries
+from read_model.ddl import point_key
 from read_model.writer import ProjectionWriter
 from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
@@ -92,7 +93,8 @@ def test_a_region_assigned_again_gets_its_served_figures_corrected(ch: Client, r
     w.write(region, [md, receive], t.wm(receive))
     expected = stock(ch, code)
     ch.command("DELETE FROM stock_current WHERE region = {r:String}", parameters={"r": region})
-    ch.command("DELETE FROM stock_point WHERE owner = {o:String}", parameters={"o": f"{code}-OW"})
+    key = point_key(f"{code}-OW", f"{code}-WH", "SKU-1")
+    ch.command("DELETE FROM stock_point WHERE key = {k:String}", parameters={"k": key})
     assert stock(ch, code) is None
     ProjectionWriter(ch).load_watermarks([region])
     assert stock(ch, code) == expected
@@ -379,14 +381,11 @@ def test_a_location_flip_inside_a_batch_is_exact_at_its_own_commit(ch: Client, r
         assert [r.available for r in page] == [available], tx.commit_lsn
 
 
-def test_the_point_view_compares_each_inserted_key_with_its_own_version(
-    ch: Client, region: str
-) -> None:
-    """Issue 15 (migration 015): the view reads the existing versions of the inserted
-    keys only (011 joined the whole table on every insert: 0.4 s at 300k keys, see
-    bench), and still keeps each key's newest version: a key whose point row is newer
-    than the inserted version keeps it, the others take theirs. RocksDB takes these small
-    inserts into its memtable (optimize_for_bulk_insert = 0)."""
+def test_the_point_tables_take_each_keys_newest_version_row_by_row(ch: Client, region: str) -> None:
+    """Issue 15 (migration 015): the RocksDB point tables take small inserts into their
+    memtable (optimize_for_bulk_insert = 0; by default every insert builds and ingests an
+    SST file), and a block still leaves each key at its newest version: a key whose point
+    row is newer than the inserted one keeps it, the others take theirs."""
     cols = ["region", "owner", "warehouse", "sku", "on_hand", "_commit_lsn", "_seq", "_is_deleted"]
 
     def put(*rows: tuple[str, int, int]) -> None:
@@ -395,13 +394,16 @@ def test_the_point_view_compares_each_inserted_key_with_its_own_version(
 
     put(("A", 1, 10), ("B", 1, 50))
     put(("A", 2, 20), ("B", 2, 30), ("C", 3, 30))  # B's 30 is older than its 50
+    keys = [point_key(region, "W", sku) for sku in "ABC"]
     got = ch.query(
-        "SELECT sku, _commit_lsn, JSONExtractInt(doc, 'on_hand') FROM stock_point"
-        " WHERE owner = {o:String} ORDER BY sku",
-        parameters={"o": region},
+        "SELECT key, _commit_lsn, JSONExtractInt(doc, 'on_hand') FROM stock_point"
+        " WHERE key IN {keys:Array(String)}",
+        parameters={"keys": keys},
     ).result_rows
-    assert [tuple(r) for r in got] == [("A", 20, 2), ("B", 50, 1), ("C", 30, 3)]
-    (engine,) = ch.query(
-        "SELECT engine_full FROM system.tables WHERE name = 'stock_point'"
-    ).result_rows[0]
-    assert "optimize_for_bulk_insert = 0" in engine
+    assert sorted(tuple(r) for r in got) == sorted(zip(keys, (20, 50, 30), (2, 1, 3), strict=True))
+    points = ch.query(
+        "SELECT name, engine_full FROM system.tables"
+        " WHERE engine = 'EmbeddedRocksDB' AND database = currentDatabase()"
+    ).result_rows
+    assert len(points) > 1
+    assert [n for n, engine in points if "optimize_for_bulk_insert = 0" not in engine] == []
