@@ -196,6 +196,16 @@ class ServeProcess:
                     out[sample.name] += sample.value
         return out
 
+    def insert_seconds(self) -> dict[str, float]:
+        """Seconds the projector spent inserting into each table so far
+        (`stockcdc_insert_seconds_total`, materialized views included)."""
+        out: dict[str, float] = {}
+        for family in self._families():
+            for sample in family.samples:
+                if sample.name == "stockcdc_insert_seconds_total":
+                    out[sample.labels["table"]] = sample.value
+        return out
+
     def lag_s(self) -> dict[str, float]:
         """Each projected region's lag (seconds): now minus the latest source time the
         projector applied, a transaction's commit or a Debezium heartbeat, whichever is
@@ -337,6 +347,16 @@ class WorkloadProcess:
 def achieved_ops_per_s(report: dict[str, Any]) -> float:
     """Operations per second the workload applied, all regions together."""
     return float(sum(r["achieved_rate"] for r in report["regions"]))
+
+
+def insert_shares(
+    before: dict[str, float], after: dict[str, float], seconds: float, top: int = 8
+) -> dict[str, float]:
+    """The tables the projector spent most insert time on in a window, as the share of
+    the window's wall time (from `ServeProcess.insert_seconds` at both ends)."""
+    spent = {t: after[t] - before.get(t, 0.0) for t in after}
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])[:top]
+    return {t: round(s / seconds, 3) for t, s in ranked if s > 0}
 
 
 def projector_activity(

@@ -42,6 +42,7 @@ from bench.live import (
     WorkloadProcess,
     achieved_ops_per_s,
     cpu_seconds,
+    insert_shares,
     machine_busy,
     projector_activity,
     tree_cpu_seconds,
@@ -91,7 +92,7 @@ def demo_rate() -> float:
 def _window(proc: ServeProcess, seconds: float, cpu: Callable[[int], float]) -> dict[str, Any]:
     """CPU seconds (`cpu` of the process), the projector's counters and the machine's busy
     share over `seconds`; nothing of the bench polls the process in between."""
-    before = proc.metrics(PROJECTOR_METRICS)
+    before, inserts = proc.metrics(PROJECTOR_METRICS), proc.insert_seconds()
     busy0, total0 = machine_busy()
     cpu0, t0 = cpu(proc.pid), time.perf_counter()
     time.sleep(seconds)
@@ -108,6 +109,7 @@ def _window(proc: ServeProcess, seconds: float, cpu: Callable[[int], float]) -> 
         "cpu_ms_per_tx": round(1000 * cpu_s / transactions, 3) if transactions else None,
         "machine_cpu_busy": round((busy1 - busy0) / max(1.0, total1 - total0), 3),
         "projector": projector_activity(before, after, elapsed),
+        "insert_share_by_table": insert_shares(inserts, proc.insert_seconds(), elapsed),
     }
 
 

@@ -3,15 +3,23 @@ server (`http(s)://`), behind the same clickhouse-connect API."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_connect import get_client
 from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
+from prometheus_client import Counter
 
 from read_model.errors import classify
 from stockcdc.settings import Settings
+
+INSERT_SECONDS = Counter(
+    "stockcdc_insert_seconds",
+    "Time spent inserting into each ClickHouse table (its materialized views included)",
+    ["table"],
+)
 
 
 def make_client(settings: Settings, url: str | None = None) -> Client:
@@ -42,8 +50,10 @@ class ColumnInserter:
                     table, list(names), column_oriented=True
                 )
                 types = self._types[key] = context.column_types
+            started = time.perf_counter()
             self._client.insert(
                 table, columns, column_names=list(names), column_types=types, column_oriented=True
             )
+            INSERT_SECONDS.labels(table).inc(time.perf_counter() - started)
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"insert into {table}") from exc

@@ -9,6 +9,7 @@ versions again (same _commit_lsn and _lsn), which changes nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +19,7 @@ from typing import Any
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from read_model.client import ColumnInserter
+from read_model.client import INSERT_SECONDS, ColumnInserter
 from read_model.ddl import table_name
 from read_model.errors import classify
 from read_model.figures import FigureKeeper
@@ -278,10 +279,12 @@ class ProjectionWriter:
             "h": [-1 if w.heartbeat_ts_ms is None else w.heartbeat_ts_ms for w in watermarks],
             "up": datetime.now(UTC),
         }
+        started = time.perf_counter()
         try:
             self._client.command(_ADVANCE, params)
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, "insert into _watermark_max") from exc
+        INSERT_SECONDS.labels("_watermark_max").inc(time.perf_counter() - started)
         if self._on_advance is not None:
             self._on_advance(watermarks)
 

@@ -11,10 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from bench.live import (
+    CLOCK_TICKS,
     DemoProcess,
     ProjectProcess,
     ServeProcess,
     cpu_seconds,
+    insert_shares,
     settings_env,
     tree_cpu_seconds,
 )
@@ -59,12 +61,18 @@ def test_tree_cpu_counts_live_and_reaped_children() -> None:
             assert time.monotonic() < deadline, "the child did not burn its CPU"
             time.sleep(0.05)
         own = cpu_seconds(os.getpid())  # read first: the tree's reading can only be later
-        assert tree_cpu_seconds(os.getpid()) - own >= burnt
+        assert ticks(tree_cpu_seconds(os.getpid()) - own) >= ticks(burnt)
     finally:
         child.kill()
         child.wait()
     own = cpu_seconds(os.getpid())
-    assert tree_cpu_seconds(os.getpid()) - own >= burnt
+    assert ticks(tree_cpu_seconds(os.getpid()) - own) >= ticks(burnt)
+
+
+def ticks(seconds: float) -> int:
+    """CPU seconds as the clock ticks /proc counts them (float differences of tick
+    multiples are off by an ulp: 2.32 - 1.91 < 0.41)."""
+    return round(seconds * CLOCK_TICKS)
 
 
 def test_lag_is_the_later_of_commit_and_heartbeat_per_region(tmp_path: Path) -> None:
@@ -96,3 +104,10 @@ def test_project_serves_its_metrics_where_the_bench_reads_them(tmp_path: Path) -
 
 def test_the_demo_never_stops_the_shared_services_on_exit() -> None:
     assert DemoProcess.command == ("demo", "--keep-services")
+
+
+def test_insert_shares_rank_the_tables_by_the_windows_insert_time() -> None:
+    before = {"wms_inventory": 1.0, "stock_current": 2.0}
+    after = {"wms_inventory": 4.0, "stock_current": 2.5, "_watermark_max": 1.0}
+    shares = insert_shares(before, after, seconds=10.0, top=2)
+    assert shares == {"wms_inventory": 0.3, "_watermark_max": 0.1}

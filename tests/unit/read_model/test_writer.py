@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from prometheus_client import REGISTRY
 
 from read_model.client import ColumnInserter
 from read_model.errors import ReadModelTransientError
@@ -90,3 +91,17 @@ def test_a_flush_refuses_two_batches_of_one_region(ch: Client, region: str) -> N
     (write,), _ = flush([region], 1)
     with pytest.raises(ValueError, match="two batches of one region"):
         ProjectionWriter(ch).write_all([write, write])
+
+
+def test_every_insert_counts_its_time_by_table(ch: Client, region: str) -> None:
+    """`stockcdc_insert_seconds_total{table}` tells an operator which table's inserts a
+    slow flush spent its time on (the watermark statement included)."""
+
+    def spent(table: str) -> float:
+        return REGISTRY.get_sample_value("stockcdc_insert_seconds_total", {"table": table}) or 0.0
+
+    tables = ("wms_inventory", "stock_current", "_watermark_max")
+    before = [spent(t) for t in tables]
+    writes, _ = flush([region], 3)
+    ProjectionWriter(ch).write_all(writes)
+    assert all(spent(t) > b for t, b in zip(tables, before, strict=True))
