@@ -4,7 +4,8 @@ server (`http(s)://`), behind the same clickhouse-connect API."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from clickhouse_connect import get_client
@@ -20,6 +21,18 @@ INSERT_SECONDS = Counter(
     "Time spent inserting into each ClickHouse table (its materialized views included)",
     ["table"],
 )
+
+
+@contextmanager
+def inserting(table: str, what: str | None = None) -> Iterator[None]:
+    """An insert into `table`: its time counted in `INSERT_SECONDS` once it succeeded, a
+    failure classified (transient or terminal) as `what` (default: insert into it)."""
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as exc:  # driver errors have no common base; classify decides
+        raise classify(exc, what or f"insert into {table}") from exc
+    INSERT_SECONDS.labels(table).inc(time.perf_counter() - started)
 
 
 def make_client(settings: Settings, url: str | None = None) -> Client:
@@ -43,17 +56,14 @@ class ColumnInserter:
 
     def __call__(self, table: str, columns: Sequence[Sequence[Any]], names: Sequence[str]) -> None:
         key = (table, tuple(names))
-        try:
-            types = self._types.get(key)
-            if types is None:
+        types = self._types.get(key)
+        if types is None:
+            with inserting(table):
                 context = self._client.create_insert_context(
                     table, list(names), column_oriented=True
                 )
-                types = self._types[key] = context.column_types
-            started = time.perf_counter()
+            types = self._types[key] = context.column_types
+        with inserting(table):
             self._client.insert(
                 table, columns, column_names=list(names), column_types=types, column_oriented=True
             )
-            INSERT_SECONDS.labels(table).inc(time.perf_counter() - started)
-        except Exception as exc:  # driver errors have no common base; classify decides
-            raise classify(exc, f"insert into {table}") from exc

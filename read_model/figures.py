@@ -571,7 +571,7 @@ class FigureKeeper:
         self._client = client
         self._inserter = inserter
         self._regions: dict[str, RegionFigures] = {}
-        self._staged: list[Version] = []  # written by `publish`
+        self._staged: list[Version] = []  # written by `publishing`
         self._staging: set[str] = set()  # the regions they come from
 
     def maintain(
@@ -583,7 +583,7 @@ class FigureKeeper:
         """After the rows of `transactions` are in, before the watermark: apply them and
         stage a version of every key whose figures a transaction changed, at its commit
         LSN (so `stock_current` is exact at every commit: reconciliation and BI read it
-        at any cut). Returns the versions staged; `publish` writes them."""
+        at any cut). Returns the versions staged; `publishing` writes them."""
         with self._dropped_on_failure(region):
             state = self._regions.get(region)
             if state is None:
@@ -614,24 +614,21 @@ class FigureKeeper:
             state = self._regions[region] = self.load(region, cut)
             return self._stage(region, [(region, cut, n, f) for n, f in state.take_changes()])
 
-    def publish(self) -> int:
-        """Write the staged versions of every region in one insert; returns how many."""
-        staged, self._staged = self._staged, []
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        """`maintain` and `rebuild` inside the block stage their versions; after it, all
+        of them are written in one insert. On any failure the staged regions' states are
+        ahead of what is written: they are dropped, and loaded again at the watermark by
+        the retry."""
         try:
-            self._write(staged)
+            yield
+            self._write(self._staged)
         except BaseException:
-            self._staged = staged  # `abandon` drops the states they came from
+            for region in self._staging:
+                self._regions.pop(region, None)
             raise
-        self._staging.clear()
-        return len(staged)
-
-    def abandon(self) -> None:
-        """After a failed write: the staged regions' states are ahead of what is written;
-        they are dropped and loaded again at the watermark by the retry."""
-        for region in self._staging:
-            self._regions.pop(region, None)
-        self._staging.clear()
-        self._staged = []
+        finally:
+            self._staged, self._staging = [], set()
 
     def _stage(self, region: str, changes: list[Version]) -> int:
         self._staging.add(region)

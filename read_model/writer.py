@@ -9,17 +9,16 @@ versions again (same _commit_lsn and _lsn), which changes nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from clickhouse_connect.driver.client import Client
 
-from read_model.client import INSERT_SECONDS, ColumnInserter
+from read_model.client import ColumnInserter, inserting
 from read_model.ddl import table_name
 from read_model.errors import classify
 from read_model.figures import FigureKeeper
@@ -104,6 +103,14 @@ def _check(writes: Sequence[RegionWrite]) -> None:
                 )
 
 
+class _Befores(NamedTuple):
+    """What buffering a region's batch tells its figures: the rows its deletes without a
+    before image deleted, by (table, LSN), and whether a truncate was among them."""
+
+    rows: dict[tuple[str, int], tuple[object, ...]]
+    truncated: bool
+
+
 @dataclass(slots=True)
 class WriteStats:
     """What one `write` did (for metrics and logs)."""
@@ -179,17 +186,13 @@ class ProjectionWriter:
         stats = WriteStats()
         self._log_commits(writes)
         buffers: dict[str, _Columns] = {}
-        befores: dict[str, dict[tuple[str, int], tuple[object, ...]]] = {}
-        try:
+        befores: dict[str, _Befores] = {}
+        with self.figures.publishing():
             for region, transactions, _ in writes:
                 befores[region] = self._buffer_region(region, transactions, buffers, stats)
             self._flush(buffers, stats)
             for region, transactions, _ in writes:
-                self._figures(region, transactions, befores[region], stats)
-            self.figures.publish()
-        except BaseException:
-            self.figures.abandon()  # its state is ahead of what was written
-            raise
+                self._figures(region, transactions, befores[region])
         self._advance([w.watermark for w in writes if w.watermark is not None])
         return stats
 
@@ -199,12 +202,13 @@ class ProjectionWriter:
         transactions: Sequence[Transaction],
         buffers: dict[str, _Columns],
         stats: WriteStats,
-    ) -> dict[tuple[str, int], tuple[object, ...]]:
+    ) -> _Befores:
         """Buffer one region's rows (a truncate flushes what came before it, of every
         region, and deletes at once); returns the rows its deletes without a before
-        image deleted, by (table, LSN), for the figures."""
+        image deleted, by (table, LSN), for the figures, and whether it truncated."""
         state, watched = self._previous_versions(region, transactions, stats)
         befores: dict[tuple[str, int], tuple[object, ...]] = {}
+        truncated = False
         for tx in transactions:
             for ch in tx.changes:
                 if isinstance(ch, Truncate):
@@ -215,16 +219,16 @@ class ProjectionWriter:
                     self._truncate(region, ch, tx.commit_lsn)
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
+                    truncated = True
                     continue
                 self._buffer(region, ch, tx.commit_lsn, state, buffers, stats, watched, befores)
-        return befores
+        return _Befores(befores, truncated)
 
     def _figures(
         self,
         region: str,
         transactions: Sequence[Transaction],
-        befores: Mapping[tuple[str, int], tuple[object, ...]],
-        stats: WriteStats,
+        befores: _Befores,
     ) -> None:
         """After the rows are in: sweep a completed snapshot and stage the figures. They
         follow streamed changes batch by batch; a snapshot's rows stay invisible until it
@@ -233,10 +237,10 @@ class ProjectionWriter:
         for lsn in done:
             self._sweep(region, lsn)
         live = [tx for tx in transactions if tx.tx_id is not None]
-        if done or any(isinstance(ch, Truncate) for tx in transactions for ch in tx.changes):
+        if done or befores.truncated:
             self.figures.rebuild(region, max(tx.commit_lsn for tx in transactions))
         elif live:
-            self.figures.maintain(region, live, befores)
+            self.figures.maintain(region, live, befores.rows)
 
     def load_watermarks(self, regions: Collection[str] = ()) -> dict[str, Watermark]:
         """The applied watermark of every region, to resume from after a restart or a
@@ -251,14 +255,10 @@ class ProjectionWriter:
             r: Watermark(r, int(lsn), int(ts), None if hb is None else int(hb))
             for r, lsn, ts, hb in rows
         }
-        try:
+        with self.figures.publishing():
             for region in regions:
                 mark = marks.get(region)
                 self.figures.rebuild(region, mark.commit_lsn if mark else 0)
-            self.figures.publish()
-        except BaseException:
-            self.figures.abandon()
-            raise
         return marks
 
     def advance(self, watermark: Watermark) -> None:
@@ -279,12 +279,8 @@ class ProjectionWriter:
             "h": [-1 if w.heartbeat_ts_ms is None else w.heartbeat_ts_ms for w in watermarks],
             "up": datetime.now(UTC),
         }
-        started = time.perf_counter()
-        try:
+        with inserting("_watermark_max"):
             self._client.command(_ADVANCE, params)
-        except Exception as exc:  # driver errors have no common base; classify decides
-            raise classify(exc, "insert into _watermark_max") from exc
-        INSERT_SECONDS.labels("_watermark_max").inc(time.perf_counter() - started)
         if self._on_advance is not None:
             self._on_advance(watermarks)
 
