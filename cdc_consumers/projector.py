@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import structlog
@@ -92,6 +92,25 @@ class Sink(Protocol):
         """Write each region's whole transactions, then (if given) its new watermark,
         several regions at once; idempotent. Raises a `TransientError` when a retry may
         succeed."""
+        ...
+
+
+@runtime_checkable
+class RowsLaterSink(Sink, Protocol):
+    """A sink that can write the stock figures of a flush first and its rows later
+    (read_model.writer: fewer, larger inserts; see `Settings.rows_max_ms`)."""
+
+    def write_all(self, writes: Sequence[RegionWrite], rows_later: bool = False) -> object:
+        """`Sink.write_all`; with `rows_later` the rows wait for `write_rows`."""
+        ...
+
+    @property
+    def rows_waiting_since(self) -> float | None:
+        """When the oldest rows waiting were buffered (monotonic); None: none wait."""
+        ...
+
+    def write_rows(self) -> object:
+        """Write the rows waiting, then the watermarks they make true."""
         ...
 
 
@@ -174,37 +193,94 @@ def _clip(
 @dataclass
 class _Flush:
     """One flush on its way through the writer: the regions' batches, and the offsets
-    to commit once all of them are written."""
+    to commit once all of them are written (their rows too, which may come later)."""
 
     batches: list[Batch]
     offsets: dict[TopicPartition, OffsetAndMetadata]
     started: float = 0.0  # when the writer began it (monotonic)
+    rows_now: bool = False  # write the rows waiting once this one is written
+
+
+class _Rows(Protocol):
+    """The rows a sink writes after their figures (`RowsLaterSink`), as the writer
+    thread sees them."""
+
+    def due_in(self) -> float | None:
+        """Seconds until the rows waiting must be written (<= 0: now); None: none wait."""
+        ...
+
+    def write(self) -> None:
+        """Write them (retried like any write)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _SinkRows:
+    """`_Rows` of a `RowsLaterSink`: due `max_s` after the oldest was buffered."""
+
+    sink: RowsLaterSink
+    max_s: float
+    retried: Callable[[Callable[[], object], str], None]
+
+    def due_in(self) -> float | None:
+        since = self.sink.rows_waiting_since
+        return None if since is None else since + self.max_s - time.monotonic()
+
+    def write(self) -> None:
+        self.retried(self.sink.write_rows, "rows")
 
 
 class _BatchWriter:
     """The sink's thread: writes handed-over flushes in order, one at a time. At most one
     more waits while one is written (memory stays bounded: beyond that the loop pauses
-    fetching, see `Projector._pace`).
+    fetching, see `Projector._pace`). With `rows`, a written flush is returned only once
+    its rows are written too: when they are due, or when the loop waits for it.
     A write that fails for good is re-raised on the loop's thread by the next call."""
 
-    def __init__(self, write: Callable[[list[Batch]], None]) -> None:
+    def __init__(self, write: Callable[[list[Batch]], None], rows: _Rows | None = None) -> None:
         self._write = write
+        self._rows = rows
         self._todo: queue.Queue[_Flush | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[_Flush] = queue.Queue()
+        self._waiting: list[_Flush] = []  # written, their rows not yet (writer's thread)
         self._in_flight = 0  # handed over, not yet returned by `written`
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="projector-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (flush := self._todo.get()) is not None:
-            flush.started = time.monotonic()
-            try:
-                self._write(flush.batches)
-            except BaseException as exc:  # handed to the loop, which raises it
-                self._error = exc
-                return
-            self._done.put(flush)
+        try:
+            while True:
+                try:
+                    flush = self._todo.get(timeout=self._rows_due_in())
+                except queue.Empty:  # the rows waiting are due
+                    self._settle(now=True)
+                    continue
+                if flush is None:
+                    return
+                flush.started = time.monotonic()
+                if flush.batches:
+                    self._write(flush.batches)
+                self._waiting.append(flush)
+                self._settle(now=flush.rows_now)
+        except BaseException as exc:  # handed to the loop, which raises it
+            self._error = exc
+
+    def _rows_due_in(self) -> float | None:
+        due = self._rows.due_in() if self._rows is not None and self._waiting else None
+        return None if due is None else max(due, 0.0)
+
+    def _settle(self, now: bool) -> None:
+        """Return the written flushes once their rows are in: write the rows waiting
+        when they are due (or `now`)."""
+        due = self._rows.due_in() if self._rows is not None else None
+        if self._rows is not None and due is not None and (now or due <= 0):
+            self._rows.write()
+            due = None
+        if due is None:
+            for flush in self._waiting:
+                self._done.put(flush)
+            self._waiting.clear()
 
     def _check(self) -> None:
         if self._error is not None:
@@ -233,7 +309,9 @@ class _BatchWriter:
 
     def written(self, wait: bool = False) -> list[_Flush]:
         """Flushes written since the last call, oldest first; with `wait`, only once every
-        flush handed over is written."""
+        flush handed over is written, rows and all."""
+        if wait and self._in_flight and self._rows is not None:
+            self.hand_over(_Flush([], {}, rows_now=True))
         out: list[_Flush] = []
         while self._in_flight:
             try:
@@ -333,7 +411,7 @@ class Projector:
         consumer.topics()
         self._joined = consumer
         self._closing.clear()
-        writer = _BatchWriter(self._write)
+        writer = _BatchWriter(self._write, self._rows_later())
         log.info("projector.start", topics=sorted(self._regions))
         oldest_pending: float | None = None
         try:
@@ -538,18 +616,29 @@ class Projector:
                 log.warning("projector.commit_refused", error=str(exc))
         now = time.monotonic()
         for flush in written:
-            metrics.FLUSH_SECONDS.observe(now - flush.started)
+            if flush.batches:
+                metrics.FLUSH_SECONDS.observe(now - flush.started)
 
     def flush(self, consumer: KafkaConsumer, deadletter: DeadLetter, writer: _BatchWriter) -> None:
         """Write every region's ready transactions, then commit their offsets (waits)."""
         self._hand_over(writer)
         self._commit(consumer, deadletter, writer.written(wait=True))
 
+    def _rows_later(self) -> _Rows | None:
+        """How the writer thread writes rows after their figures; None when the sink
+        cannot or `rows_max_ms` is 0 (each flush writes everything)."""
+        sink = self.sink
+        if self.settings.rows_max_ms <= 0 or not isinstance(sink, RowsLaterSink):
+            return None
+        return _SinkRows(sink, self.settings.rows_max_ms / 1000, self._retried)
+
     def _write(self, batches: list[Batch]) -> None:
         """Write a flush's batches with backoff on transient errors (on the writer's
         thread); offsets stay uncommitted meanwhile. The regions go together, one insert
-        per table; a batch with a spilled transaction is written on its own first, in
-        several writes (`Batch.parts`), each chunk read back once the one before is in."""
+        per table, their rows possibly later (`rows_max_ms`); a batch with a spilled
+        transaction is written whole on its own first, in several writes
+        (`Batch.parts`), each chunk read back once the one before is in."""
+        later = self.settings.rows_max_ms > 0 and isinstance(self.sink, RowsLaterSink)
         try:
             together: list[RegionWrite] = []
             for batch in batches:
@@ -559,24 +648,33 @@ class Projector:
                 else:
                     together += (RegionWrite(batch.region, *p) for p in batch.parts())
             if together:
-                self._write_parts(together)
+                self._write_parts(together, later)
         finally:
             for batch in batches:
                 batch.release()
         for batch in batches:
             _observe(batch)
 
-    def _write_parts(self, writes: list[RegionWrite]) -> None:
+    def _write_parts(self, writes: list[RegionWrite], rows_later: bool = False) -> None:
+        sink = self.sink
+        if rows_later and isinstance(sink, RowsLaterSink):
+            self._retried(lambda: sink.write_all(writes, rows_later=True), writes)
+        else:
+            self._retried(lambda: sink.write_all(writes), writes)
+
+    def _retried(self, write: Callable[[], object], what: Sequence[RegionWrite] | str) -> None:
+        """`write()` until it succeeds, backing off on transient errors (offsets stay
+        uncommitted meanwhile); given up when the projector stops."""
         delay_ms = self.settings.write_retry_initial_ms
         while True:
             try:
-                self.sink.write_all(writes)
+                write()
                 return
             except TransientError as exc:
                 if self.stop.is_set() or self._closing.is_set():
                     raise
                 metrics.WRITE_RETRIES.inc()
-                regions = [w.region for w in writes]
+                regions = what if isinstance(what, str) else [w.region for w in what]
                 log.warning(
                     "projector.write.retry", regions=regions, error=str(exc), delay_ms=delay_ms
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -17,8 +17,7 @@ from kafka import KafkaConsumer, TopicPartition
 from cdc_consumers.projector import Projector
 from read_model.client import make_client
 from read_model.migrate import migrate
-from read_model.writer import ProjectionWriter
-from schemas.events import Watermark
+from read_model.writer import OnAdvance, ProjectionWriter
 from stockcdc.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,7 +27,7 @@ def build_projector(
     settings: Settings,
     client: Client | None = None,
     stop: threading.Event | None = None,
-    on_advance: Callable[[Sequence[Watermark]], None] | None = None,
+    on_advance: OnAdvance | None = None,
 ) -> Projector:
     """A projector writing to `client` (default: a new one on `settings.clickhouse_dsn`),
     its schema migrated first; it runs until `stop` is set. `on_advance` is told every

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 from anyio import CapacityLimiter
@@ -42,6 +42,7 @@ from query_api.models import (
 from read_model import queries
 from read_model.client import make_client
 from read_model.queries import StockRow
+from read_model.writer import OnAdvance
 from schemas.events import Watermark
 from schemas.wms_model import ms_to_datetime
 from stockcdc.settings import Settings
@@ -128,13 +129,37 @@ class Mark:
         return Mark(self.region, lsn, commit_ts, hb, now)
 
 
-def _marks(client: Client) -> dict[str, Mark]:
-    return {
-        w.region: Mark(
-            w.region, w.applied_commit_lsn, w.source_commit_ts, w.heartbeat_ts, w.updated_at
-        )
-        for w in queries.watermarks(client)
-    }
+class Marks(NamedTuple):
+    """Every region's watermarks: of everything (`watermarks`: drill-downs read there) and
+    of the stock figures (`figure_watermarks`, written first: stock reads read there)."""
+
+    rows: dict[str, Mark]
+    figures: dict[str, Mark]
+
+    def advanced(self, watermarks: Sequence[Watermark], rows: bool, now: datetime) -> Marks | None:
+        """These marks after the writer wrote `watermarks` (the rows' when `rows`, which
+        move the figures' too); None when one is of a region they do not know yet."""
+        moved = Marks(dict(self.rows) if rows else self.rows, dict(self.figures))
+        for wm in watermarks:
+            kinds = (moved.rows, moved.figures) if rows else (moved.figures,)
+            for marks in kinds:
+                mark = marks.get(wm.region)
+                if mark is None:
+                    return None
+                marks[wm.region] = mark.advanced(wm, now)
+        return moved
+
+
+def _marks(client: Client) -> Marks:
+    def of(rows: list[queries.WatermarkRow]) -> dict[str, Mark]:
+        return {
+            w.region: Mark(
+                w.region, w.applied_commit_lsn, w.source_commit_ts, w.heartbeat_ts, w.updated_at
+            )
+            for w in rows
+        }
+
+    return Marks(of(queries.watermarks(client)), of(queries.figure_watermarks(client)))
 
 
 def _iso(ts: datetime) -> str:
@@ -149,7 +174,7 @@ class QueryService:
         self.db = db
         self.cursors = CursorCodec(settings.api_cursor_secret.get_secret_value().encode())
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self._marks: tuple[float, dict[str, Mark]] = (-math.inf, {})
+        self._marks: tuple[float, Marks] = (-math.inf, Marks({}, {}))
         # Set by `follow_writer`: the loop the writer's watermarks are handed to.
         self._pushed_to: asyncio.AbstractEventLoop | None = None
         self._pushing = False
@@ -159,17 +184,17 @@ class QueryService:
 
     # -- freshness and consistency ---------------------------------------------------
 
-    async def marks(self, fresh: bool = False) -> dict[str, Mark]:
-        """Every region's watermark as `refresh_marks` last read it (an older watermark
-        is still a true lower bound); read here when that is more than two refresh
-        periods old (no refresher, or it fell behind), and always when `fresh`."""
+    async def marks(self, fresh: bool = False, figures: bool = False) -> dict[str, Mark]:
+        """Every region's watermark (of the stock figures with `figures`) as
+        `refresh_marks` last read it (an older watermark is still a true lower bound);
+        read here when that is more than two refresh periods old (no refresher, or it
+        fell behind), and always when `fresh`."""
         at, cached = self._marks
         now = time.monotonic()
-        if not fresh and now - at < 2 * self._refresh_s():
-            return cached
-        marks = await self.db.run(_marks)
-        self._marks = (now, marks)
-        return marks
+        if fresh or now - at >= 2 * self._refresh_s():
+            cached = await self.db.run(_marks)
+            self._marks = (now, cached)
+        return cached.figures if figures else cached.rows
 
     def _refresh_s(self) -> float:
         return _PUSHED_REREAD_S if self._pushing else self.settings.api_watermark_cache_ms / 1000
@@ -188,32 +213,29 @@ class QueryService:
                 log.warning("api.watermarks_unavailable", error=str(exc))
             await asyncio.sleep(self._refresh_s())
 
-    def follow_writer(self) -> Callable[[Sequence[Watermark]], None]:
+    def follow_writer(self) -> OnAdvance:
         """The projection writer of this process writes every region's watermarks (embedded
         mode): the callback it calls, from its thread, after writing some. Readers see them
         at once, instead of at the next re-read (a ClickHouse query every
         `api_watermark_cache_ms`, which is then needed only every `_PUSHED_REREAD_S`)."""
         self._pushing = True
 
-        def pushed(watermarks: Sequence[Watermark]) -> None:
+        def pushed(watermarks: Sequence[Watermark], rows: bool) -> None:
             loop = self._pushed_to
             if loop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(self._advance_marks, tuple(watermarks))
+                loop.call_soon_threadsafe(self._advance_marks, tuple(watermarks), rows)
 
         return pushed
 
-    def _advance_marks(self, watermarks: Sequence[Watermark]) -> None:
+    def _advance_marks(self, watermarks: Sequence[Watermark], rows: bool) -> None:
         """On the event loop: fold the writer's watermarks into the cached marks."""
         at, marks = self._marks
         if at == -math.inf:
             return  # never read yet: the first read has them
-        now, moved = self.clock(), dict(marks)
-        for wm in watermarks:
-            mark = moved.get(wm.region)
-            if mark is None:  # a region new to the cache: the next re-read names it
-                self._marks = (-math.inf, marks)
-                return
-            moved[wm.region] = mark.advanced(wm, now)
+        moved = marks.advanced(watermarks, rows, self.clock())
+        if moved is None:  # a region new to the cache: the next re-read names it
+            self._marks = (-math.inf, marks)
+            return
         self._marks = (time.monotonic(), moved)
 
     async def warehouses(self) -> dict[str, str]:
@@ -245,13 +267,16 @@ class QueryService:
             return FreshnessState.CATCHING_UP
         return FreshnessState.STALE
 
-    async def wait_for(self, min_as_of: datetime, regions: Collection[str]) -> dict[str, Mark]:
-        """Poll the watermarks until every region in `regions` (every known region when
-        empty) is at or past `min_as_of`; 504 when the server's timeout runs out first."""
+    async def wait_for(
+        self, min_as_of: datetime, regions: Collection[str], figures: bool = False
+    ) -> dict[str, Mark]:
+        """Poll the watermarks (the figures' with `figures`) until every region in
+        `regions` (every known region when empty) is at or past `min_as_of`; 504 when the
+        server's timeout runs out first."""
         s = self.settings
         deadline = time.monotonic() + s.api_min_as_of_timeout_ms / 1000
         while True:
-            marks = await self.marks(fresh=True)
+            marks = await self.marks(fresh=True, figures=figures)
             wanted = regions or marks.keys()
             behind = sorted(r for r in wanted if r not in marks or marks[r].as_of < min_as_of)
             if not behind:
@@ -269,17 +294,21 @@ class QueryService:
             await asyncio.sleep(min(s.api_min_as_of_poll_ms / 1000, left))
 
     async def consistent(
-        self, params: ConsistencyParams, regions: Callable[[], Awaitable[Collection[str]]]
+        self,
+        params: ConsistencyParams,
+        regions: Callable[[], Awaitable[Collection[str]]],
+        figures: bool = False,
     ) -> tuple[dict[str, Mark], set[str]]:
         """Apply `min_as_of`, then `max_staleness_ms`, to the regions an answer involves;
-        returns the watermarks (read before the data) and those regions. `regions` is
-        asked again after a wait: data that arrived meanwhile may involve new regions."""
+        returns the watermarks (read before the data; the figures' for an answer of stock
+        figures only) and those regions. `regions` is asked again after a wait: data that
+        arrived meanwhile may involve new regions."""
         involved = set(await regions())
         if params.min_as_of is not None:
-            marks = await self.wait_for(params.min_as_of, involved)
+            marks = await self.wait_for(params.min_as_of, involved, figures)
             involved = set(await regions())
         else:
-            marks = await self.marks()
+            marks = await self.marks(figures=figures)
         if params.max_staleness_ms is not None:
             self._check_staleness(marks, involved, params.max_staleness_ms)
         return marks, involved
@@ -327,9 +356,11 @@ class QueryService:
     ) -> dict[str, Any]:
         if not who.may_see(owner):
             raise not_found("no such stock key")
-        marks, involved = await self.consistent(p, lambda: self._warehouse_region(warehouse))
-        # as of the watermarks the freshness reports (a watermark is a batch's end: the
-        # serving figures are exact there), without reading them again
+        marks, involved = await self.consistent(
+            p, lambda: self._warehouse_region(warehouse), figures=True
+        )
+        # as of the figure watermarks the freshness reports (a watermark is a batch's
+        # end: the serving figures are exact there), without reading them again
         cut = _cut(marks)
         row = await self.db.run(self._stock_one, owner, warehouse, sku, cut) if involved else None
         if row is None:
@@ -362,7 +393,7 @@ class QueryService:
                 return await self._owner_regions(owner)
             return await self._all_regions()
 
-        marks, involved = await self.consistent(p, regions)
+        marks, involved = await self.consistent(p, regions, figures=True)
         rows = await self.db.run(_stock_rows, owner, p.warehouse, p.sku, p.limit + 1, after)
         more = len(rows) > p.limit
         rows = rows[: p.limit]

@@ -28,7 +28,7 @@ are exact at every commit. No ClickHouse read on the streaming path but those re
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -567,10 +567,19 @@ class FigureKeeper:
     """Keeps `stock_current` equal to the figures of every region a writer writes, from
     the state in memory (one per writer)."""
 
-    def __init__(self, client: Client, inserter: ColumnInserter) -> None:
+    def __init__(
+        self,
+        client: Client,
+        inserter: ColumnInserter,
+        before_read: Callable[[], None] = lambda: None,
+    ) -> None:
         self._client = client
         self._inserter = inserter
+        self._before_read = before_read  # rows that wait to be written go in first
         self._regions: dict[str, RegionFigures] = {}
+        #: per region, the commit LSN its published figures are exact at: a state
+        #: dropped after a failure is loaded again there (its rows are in, or waiting)
+        self._published: dict[str, int] = {}
         self._staged: list[Version] = []  # written by `publishing`
         self._staging: set[str] = set()  # the regions they come from
 
@@ -587,7 +596,10 @@ class FigureKeeper:
         with self._dropped_on_failure(region):
             state = self._regions.get(region)
             if state is None:
-                state = self._regions[region] = self.load(region, self._watermark(region))
+                cut = self._published.get(region)
+                if cut is None:
+                    cut = self._watermark(region)
+                state = self._regions[region] = self.load(region, cut)
             changes: list[Version] = []
             for tx in transactions:
                 state.apply((tx,), befores)
@@ -623,6 +635,8 @@ class FigureKeeper:
         try:
             yield
             self._write(self._staged)
+            for region in self._staging:
+                self._published[region] = self._regions[region].applied[0]
         except BaseException:
             for region in self._staging:
                 self._regions.pop(region, None)
@@ -739,6 +753,7 @@ class FigureKeeper:
         return int(rows[0][0]) if rows else 0
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        self._before_read()
         try:
             return [tuple(r) for r in self._client.query(sql, parameters=params).result_rows]
         except Exception as exc:  # driver errors have no common base; classify decides

@@ -916,6 +916,20 @@ def visible_lsns(client: Client) -> dict[str, int]:
     return {str(r): int(lsn) for r, lsn in rows}
 
 
+def figure_lsns(client: Client) -> dict[str, int]:
+    """`visible_lsns` of the stock figures (`stock_current`), which are written before
+    the rows and may be ahead of them (migration 017)."""
+    rows = _query(
+        client,
+        "SELECT region, max(applied_commit_lsn) FROM (SELECT region, applied_commit_lsn"
+        " FROM _watermark_max UNION ALL SELECT region, applied_commit_lsn"
+        " FROM _figure_watermark_max) GROUP BY region",
+        {},
+        "watermark",
+    )
+    return {str(r): int(lsn) for r, lsn in rows}
+
+
 def resolve(
     client: Client,
     owner: str,
@@ -979,13 +993,13 @@ def stock_one(
 ) -> StockRow | None:
     """Figures of one key; None when absent (no balance rows and nothing inbound). As of
     `cut`, watermarks read earlier (the API's, so an answer is as of its freshness), by
-    default read now.
+    default the figure watermarks read now.
 
     With `point` (not on a replicated cluster, where `stock_point` is node-local), a
     key-value get of the newest version answers when that version is at or below the
     cut; a version past it (its batch written, its watermark not yet) sends the read to
     `stock_current` at the cut, as does a key the point table has never seen."""
-    cut = visible_lsns(client) if cut is None else cut
+    cut = figure_lsns(client) if cut is None else cut
     params = {"owner": owner, "warehouse": warehouse, "sku": sku}
     if point:
         key = {"key": point_key(owner, warehouse, sku)}
@@ -1020,14 +1034,14 @@ def stock_page_sku(
     after_warehouse: str = "",
 ) -> list[StockRow]:
     """One SKU of an owner across warehouses, ordered by warehouse, after a warehouse:
-    the figures the projection writer serves, at the watermarks now."""
+    the figures the projection writer serves, at the figure watermarks now."""
     params = {
         "owner": owner,
         "sku": sku,
         "warehouse": warehouse or "",
         "aw": after_warehouse,
         "limit": limit,
-        **_cuts(visible_lsns(client)),
+        **_cuts(figure_lsns(client)),
     }
     return _rows(client, StockRow, _SERVED_SKU, params)
 
@@ -1041,13 +1055,14 @@ def stock_page(
     cut: Mapping[str, int] | None = None,
 ) -> list[StockRow]:
     """An owner's keys ordered by (warehouse, sku), `limit` of them after the cursor
-    `after` = (warehouse, sku) of the previous page's last row; as of `cut` (default: the
-    watermarks now; reconciliation passes an older LSN, regions left out see nothing)."""
+    `after` = (warehouse, sku) of the previous page's last row; as of `cut` (default:
+    the figure watermarks now; reconciliation passes an older LSN, regions left out see
+    nothing)."""
     aw, asku = after or ("", "")
     params = {"owner": owner, "warehouse": warehouse or "", "aw": aw, "asku": asku}
     # The figures the projection writer serves (a version at every commit, so exact at
     # any cut the watermarks passed), as the API reads them.
-    cuts = _cuts(visible_lsns(client) if cut is None else cut)
+    cuts = _cuts(figure_lsns(client) if cut is None else cut)
     return _rows(client, StockRow, _SERVED_PAGE, {**params, "limit": limit, **cuts})
 
 
@@ -1299,3 +1314,8 @@ def sku_history(
 def watermarks(client: Client) -> list[WatermarkRow]:
     """Every region's watermark (decision 5)."""
     return _rows(client, WatermarkRow, "SELECT * FROM watermarks ORDER BY region", {})
+
+
+def figure_watermarks(client: Client) -> list[WatermarkRow]:
+    """Every region's watermark of the stock figures, never behind `watermarks` (017)."""
+    return _rows(client, WatermarkRow, "SELECT * FROM figure_watermarks ORDER BY region", {})

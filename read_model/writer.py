@@ -5,10 +5,17 @@ A flush of every region's batch becomes at most one columnar INSERT per table (p
 region, one lookup query per table for rows whose previous values are needed), one of
 the stock figures, then one of the watermarks. Replaying a flush writes the same
 versions again (same _commit_lsn and _lsn), which changes nothing.
+
+With `rows_later` the figures go first (issue 15): a flush writes `stock_current` and
+the figure watermarks at once, and the rows wait in memory for `write_rows`, which
+writes every flush's since in one insert per table, then the watermarks of everything
+(`watermarks`). An insert costs a part per table whatever its size, and the rows were
+most of a flush's cost. Anything that reads rows back writes the waiting rows first.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -70,10 +77,10 @@ def _micros(column: list[Any]) -> list[Any]:
         return column
 
 
-#: The watermarks of a flush into `_watermark_max`: per region its LSN, the commit time
-#: that goes with it (argMax by LSN) and the heartbeat (epoch ms; -1: none).
+#: The watermarks of a flush, after `INSERT INTO _watermark_max` (or 017's
+#: `_figure_watermark_max`): per region its LSN, the commit time that goes with it
+#: (argMax by LSN) and the heartbeat (epoch ms; -1: none).
 _ADVANCE = (
-    "INSERT INTO _watermark_max"
     " (region, applied_commit_lsn, source_commit_ts, heartbeat_ts, updated_at)"
     " SELECT w.1, max(w.2), argMaxState(fromUnixTimestamp64Milli(w.3, 'UTC'), w.2),"
     " max(if(w.4 < 0, NULL, fromUnixTimestamp64Milli(w.4, 'UTC'))),"
@@ -159,16 +166,34 @@ class _Columns:
         return len(self.rows)
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """Rows written after their figures (`rows_later`): every table's rows, the commits
+    for `_commit_log`, and the watermarks they make true once written."""
+
+    buffers: dict[str, _Columns] = field(default_factory=dict)
+    commits: list[Transaction] = field(default_factory=list)
+    watermarks: list[Watermark] = field(default_factory=list)
+    since: float | None = None  # when the oldest was buffered (monotonic)
+
+    def __bool__(self) -> bool:
+        return bool(self.commits or self.watermarks or any(self.buffers.values()))
+
+
+#: Told the watermarks a write made true, once written, and whether they are the rows'
+#: (`watermarks`: everything applied) or only the figures' (`figure_watermarks`).
+OnAdvance = Callable[[Sequence[Watermark], bool], None]
+
+
 class ProjectionWriter:
     """Sink of committed WMS transactions into ClickHouse (one per process and client)."""
 
-    def __init__(
-        self, client: Client, on_advance: Callable[[Sequence[Watermark]], None] | None = None
-    ) -> None:
+    def __init__(self, client: Client, on_advance: OnAdvance | None = None) -> None:
         self._client = client
         self._inserter = ColumnInserter(client)
-        self.figures = FigureKeeper(client, self._inserter)
-        self._on_advance = on_advance  # told the watermarks written, once they are
+        self._waiting = _Waiting()
+        self.figures = FigureKeeper(client, self._inserter, self._write_waiting_rows)
+        self._on_advance = on_advance
 
     def write(
         self, region: str, transactions: Sequence[Transaction], watermark: Watermark | None
@@ -176,46 +201,70 @@ class ProjectionWriter:
         """`write_all` of one region's batch."""
         return self.write_all([RegionWrite(region, transactions, watermark)])
 
-    def write_all(self, writes: Sequence[RegionWrite]) -> WriteStats:
+    def write_all(self, writes: Sequence[RegionWrite], rows_later: bool = False) -> WriteStats:
         """Write the batches of several regions as one: their transactions (whole, in
         commit order) with one insert per table, then the stock figures, then every
         region's new watermark (None: leave it; the rows stay invisible, as snapshot rows
-        do until the snapshot is complete). Raises `ReadModelTransientError` (retry the
-        same call) or `ReadModelTerminalError`. Safe to repeat after any failure."""
+        do until the snapshot is complete). With `rows_later`, only the figures and their
+        watermarks now; the rows wait for `write_rows`. Raises `ReadModelTransientError`
+        (retry the same call) or `ReadModelTerminalError`. Safe to repeat after any
+        failure."""
         _check(writes)
         stats = WriteStats()
-        self._log_commits(writes)
-        buffers: dict[str, _Columns] = {}
+        waiting = self._waiting
+        if waiting.since is None:
+            waiting.since = time.monotonic()
+        # A retry buffers the same rows again: the same versions, which change nothing.
+        waiting.commits += (tx for w in writes for tx in w.transactions)
         befores: dict[str, _Befores] = {}
+        for region, transactions, _ in writes:
+            befores[region] = self._buffer_region(region, transactions, stats)
+        if not rows_later:
+            self._write_waiting_rows(stats)
         with self.figures.publishing():
             for region, transactions, _ in writes:
-                befores[region] = self._buffer_region(region, transactions, buffers, stats)
-            self._flush(buffers, stats)
-            for region, transactions, _ in writes:
                 self._figures(region, transactions, befores[region])
-        self._advance([w.watermark for w in writes if w.watermark is not None])
+        marks = [w.watermark for w in writes if w.watermark is not None]
+        if rows_later:
+            self._advance(marks, "_figure_watermark_max")
+            waiting.watermarks += marks
+        else:
+            self._advance([*waiting.watermarks, *marks], "_watermark_max")
+            waiting.watermarks.clear()
+            waiting.since = None
+        return stats
+
+    @property
+    def rows_waiting_since(self) -> float | None:
+        """When the oldest rows still waiting for `write_rows` were buffered (monotonic);
+        None when nothing waits."""
+        return self._waiting.since if self._waiting else None
+
+    def write_rows(self) -> WriteStats:
+        """Write the rows waiting since `write_all(rows_later=True)` calls, then the
+        watermarks they make true (`watermarks`). Safe to repeat after any failure."""
+        stats = WriteStats()
+        self._write_waiting_rows(stats)
+        self._advance(self._waiting.watermarks, "_watermark_max")
+        self._waiting.watermarks.clear()
+        self._waiting.since = None
         return stats
 
     def _buffer_region(
-        self,
-        region: str,
-        transactions: Sequence[Transaction],
-        buffers: dict[str, _Columns],
-        stats: WriteStats,
+        self, region: str, transactions: Sequence[Transaction], stats: WriteStats
     ) -> _Befores:
-        """Buffer one region's rows (a truncate flushes what came before it, of every
+        """Buffer one region's rows (a truncate writes what came before it, of every
         region, and deletes at once); returns the rows its deletes without a before
         image deleted, by (table, LSN), for the figures, and whether it truncated."""
         state, watched = self._previous_versions(region, transactions, stats)
+        buffers = self._waiting.buffers
         befores: dict[tuple[str, int], tuple[object, ...]] = {}
         truncated = False
         for tx in transactions:
             for ch in tx.changes:
                 if isinstance(ch, Truncate):
-                    # Rare (the connector skips truncates by default): flush what came
-                    # before so the truncate sees it, then delete every current key.
-                    self._flush(buffers, stats)
-                    buffers.clear()
+                    # Rare (the connector skips truncates by default): the rows before it
+                    # are written first (`_delete_current`), then every current key goes.
                     self._truncate(region, ch, tx.commit_lsn)
                     state = {k: v for k, v in state.items() if k[0] != ch.table}
                     stats.truncates += 1
@@ -246,6 +295,7 @@ class ProjectionWriter:
         """The applied watermark of every region, to resume from after a restart or a
         rebalance; the figures of `regions` (just assigned: another member may have
         moved them on) are loaded at it, and what is served is brought in line."""
+        self.write_rows()  # what this writer buffered is applied, whatever its region
         rows = self._query(
             "SELECT region, applied_commit_lsn, toUnixTimestamp64Milli(source_commit_ts), "
             "toUnixTimestamp64Milli(heartbeat_ts) FROM watermarks",
@@ -262,14 +312,17 @@ class ProjectionWriter:
         return marks
 
     def advance(self, watermark: Watermark) -> None:
-        """Write a watermark row (alone: an idle region's heartbeat)."""
-        self._advance([watermark])
+        """Write a watermark row (alone: an idle region's heartbeat). The rows still
+        waiting go first: a watermark says everything before it is in."""
+        if self._waiting:
+            self.write_rows()
+        self._advance([watermark], "_watermark_max")
 
-    def _advance(self, watermarks: Sequence[Watermark]) -> None:
-        """One insert of the regions' watermarks: last, once all their rows are in. It
-        goes straight into `_watermark_max` as aggregate states (migration 016: a view
-        made it two parts per flush), one row per region; max wins, so a replay's older
-        watermark changes nothing."""
+    def _advance(self, watermarks: Sequence[Watermark], table: str) -> None:
+        """One insert of the regions' watermarks: last, once all their rows (or, into
+        `_figure_watermark_max`, their figures) are in. It goes straight into the table
+        as aggregate states (migration 016: a view made it two parts per flush), one row
+        per region; max wins, so a replay's older watermark changes nothing."""
         if not watermarks:
             return
         params = {
@@ -279,30 +332,38 @@ class ProjectionWriter:
             "h": [-1 if w.heartbeat_ts_ms is None else w.heartbeat_ts_ms for w in watermarks],
             "up": datetime.now(UTC),
         }
-        with inserting("_watermark_max"):
-            self._client.command(_ADVANCE, params)
+        with inserting(table):
+            self._client.command(f"INSERT INTO {table}" + _ADVANCE, params)
         if self._on_advance is not None:
-            self._on_advance(watermarks)
+            self._on_advance(watermarks, table == "_watermark_max")
 
     # -- internals -----------------------------------------------------------------
 
-    def _log_commits(self, writes: Sequence[RegionWrite]) -> None:
-        """Commit LSN → source commit time of the batches' transactions (`_commit_log`):
-        what makes the state at a past moment exact (read_model.bi daily snapshots).
-        Written before the rows: a visible commit always has its time, and a projected
-        row always has its commit here."""
-        logged = [tx for w in writes for tx in w.transactions]
-        if not logged:
-            return
-        self._inserter(
-            "_commit_log",
-            [
-                [tx.region for tx in logged],
-                [tx.commit_lsn for tx in logged],
-                [ms_to_datetime(tx.commit_ts_ms) for tx in logged],
-            ],
-            ["region", "commit_lsn", "commit_ts"],
-        )
+    def _write_waiting_rows(self, stats: WriteStats | None = None) -> None:
+        """Write the rows waiting (before anything reads rows back): their commits into
+        `_commit_log` first (a visible commit always has its time, and a projected row
+        always has its commit there: read_model.bi's daily snapshots), then one insert
+        per table. Their watermarks are left to the caller."""
+        waiting = self._waiting
+        logged = waiting.commits
+        if logged:
+            self._inserter(
+                "_commit_log",
+                [
+                    [tx.region for tx in logged],
+                    [tx.commit_lsn for tx in logged],
+                    [ms_to_datetime(tx.commit_ts_ms) for tx in logged],
+                ],
+                ["region", "commit_lsn", "commit_ts"],
+            )
+            waiting.commits = []
+        for table, buf in waiting.buffers.items():
+            if len(buf):
+                self._inserter(table_name(table), buf.data, buf.names)
+                if stats is not None:
+                    stats.rows[table] = stats.rows.get(table, 0) + len(buf)
+                # emptied table by table: a retry after a failure writes only the rest
+                waiting.buffers[table] = _Columns.empty(buf.spec)
 
     def _buffer(
         self,
@@ -475,18 +536,15 @@ class ProjectionWriter:
             f" AND (v.{commit}, v.{change}) < ({{commit:UInt64}}, {{before:UInt64}})"
         )
         params = {"region": region, "lsn": lsn, "commit": commit_lsn, "before": before_lsn}
+        self._write_waiting_rows()
         try:
             self._client.command(sql, params)
         except Exception as exc:  # driver errors have no common base; classify decides
             raise classify(exc, f"{what} of {table_name(table)}") from exc
 
-    def _flush(self, buffers: dict[str, _Columns], stats: WriteStats) -> None:
-        for table, buf in buffers.items():
-            if len(buf):
-                self._inserter(table_name(table), buf.data, buf.names)
-                stats.rows[table] = stats.rows.get(table, 0) + len(buf)
-
     def _query(self, sql: str, params: dict[str, Any]) -> Any:
+        """A read of rows: the rows waiting go in first."""
+        self._write_waiting_rows()
         try:
             return self._client.query(sql, parameters=params)
         except Exception as exc:  # driver errors have no common base; classify decides

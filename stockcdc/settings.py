@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import BaseModel, ConfigDict, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeInt,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Every table of the WMS schema, in dependency order; all of them are replicated.
@@ -298,6 +306,11 @@ class Settings(BaseSettings):
     # A batch is written when it holds this many rows or is this old, whichever first.
     batch_max_rows: int = 50_000
     batch_max_ms: int = 100
+    # The stock figures of a batch are written at once; its WMS rows (drill-downs: lots,
+    # serials, movements; `watermarks`) wait up to this long, to go in fewer, larger
+    # inserts with later batches' (every insert costs a part per table whatever its
+    # size). 0: each batch writes everything together.
+    rows_max_ms: NonNegativeInt = 1000
     max_poll_records: int = 10_000
     # Changes of one open transaction kept in memory; a larger one (a seed while capture
     # runs, a bulk update) spills the rest to disk under the state dir and is written in

@@ -157,7 +157,7 @@ def test_key_reads_are_as_of_the_watermarks_they_report(
     held = api.portal.call(service.marks, True)  # type: ignore[union-attr]
     assert held["qa-cut"].lsn == first.commit_lsn
 
-    async def marks(fresh: bool = False) -> Any:
+    async def marks(fresh: bool = False, figures: bool = False) -> Any:
         return held
 
     monkeypatch.setattr(service, "marks", marks)

@@ -11,10 +11,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
+from read_model import queries, reference
 from read_model.client import ColumnInserter
 from read_model.errors import ReadModelTransientError
 from read_model.writer import ProjectionWriter
-from schemas.events import RegionWrite
+from schemas.events import RegionWrite, Watermark
 from tests.unit.read_model.test_projection import Tx, inv, master_data, stock
 
 
@@ -36,8 +37,13 @@ class RecordingInserter(ColumnInserter):
 
 def recording(ch: Client, fail_on: str | None = None) -> tuple[ProjectionWriter, RecordingInserter]:
     """A writer whose inserts, and its watermark statement, are recorded in order."""
-    w = ProjectionWriter(ch, lambda marks: inserter.tables.append("_watermark_max"))
-    w._inserter = w.figures._inserter = inserter = RecordingInserter(ch, fail_on)
+    inserter = RecordingInserter(ch, fail_on)
+
+    def advanced(marks: Sequence[Watermark], rows: bool) -> None:
+        inserter.tables.append("_watermark_max" if rows else "_figure_watermark_max")
+
+    w = ProjectionWriter(ch, advanced)
+    w._inserter = w.figures._inserter = inserter
     return w, inserter
 
 
@@ -105,3 +111,120 @@ def test_every_insert_counts_its_time_by_table(ch: Client, region: str) -> None:
     writes, _ = flush([region], 3)
     ProjectionWriter(ch).write_all(writes)
     assert all(spent(t) > b for t, b in zip(tables, before, strict=True))
+
+
+# -- figures first, rows later (017, `Settings.rows_max_ms`) ------------------------------
+
+
+def lot_on_hand(ch: Client, code: str) -> list[int]:
+    return [lot.on_hand for lot in queries.lots(ch, f"{code}-OW", f"{code}-WH", "SKU-1")]
+
+
+def served_equals_reference(ch: Client, code: str) -> bool:
+    return stock(ch, code) == reference.stock_one(ch, f"{code}-OW", f"{code}-WH", "SKU-1")
+
+
+def test_figures_are_visible_first_and_the_rows_follow_in_one_insert_per_table(
+    ch: Client, region: str
+) -> None:
+    w, inserter = recording(ch)
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    w.write(region, [md], t.wm(md))
+    first = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 5)))
+    then = t.tx(("inventory", "c", inv(11, 4, 2, "AVAILABLE", 3)))
+    inserter.tables.clear()
+    w.write_all([RegionWrite(region, [first], t.wm(first))], rows_later=True)
+    w.write_all([RegionWrite(region, [then], t.wm(then))], rows_later=True)
+    # Two flushes: their figures and figure watermarks, nothing else.
+    assert inserter.tables == ["stock_current", "_figure_watermark_max"] * 2
+    served = stock(ch, code)
+    assert served is not None
+    assert served.on_hand == 8
+    assert queries.figure_lsns(ch)[region] == then.commit_lsn
+    assert queries.visible_lsns(ch)[region] == md.commit_lsn  # the rows' cut: unmoved
+    assert lot_on_hand(ch, code) == []
+    assert w.rows_waiting_since is not None
+    inserter.tables.clear()
+    w.write_rows()
+    # The rows of both flushes: one insert per table, then the watermark of everything.
+    assert inserter.tables == ["_commit_log", "wms_inventory", "_watermark_max"]
+    assert w.rows_waiting_since is None
+    assert queries.visible_lsns(ch)[region] == then.commit_lsn
+    assert lot_on_hand(ch, code) == [3, 5]  # FEFO: lot 2 expires first
+    assert served_equals_reference(ch, code)
+
+
+def test_a_location_flip_reads_the_rows_still_waiting(ch: Client, region: str) -> None:
+    """A location turning unsellable reloads its SKUs from the rows at its commit: the
+    receipt before it, still waiting to be written, is written first, or it would be
+    missing from the reload."""
+    w = ProjectionWriter(ch)
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    w.write(region, [md], t.wm(md))
+    receive = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 6)))
+    w.write_all([RegionWrite(region, [receive], t.wm(receive))], rows_later=True)
+    flip = t.tx(("location", "u", {"id": 2, "warehouse_id": 1, "code": "A-01", "sellable": False}))
+    w.write_all([RegionWrite(region, [flip], t.wm(flip))], rows_later=True)
+    served = stock(ch, code)
+    assert served is not None
+    assert (served.on_hand, served.available) == (6, 0)
+    w.write_rows()
+    assert served_equals_reference(ch, code)
+
+
+def test_a_failed_figures_write_reloads_where_they_were_published(ch: Client, region: str) -> None:
+    """A refused `stock_current` insert drops the region's state; the retry loads it at
+    the last figures published (not at the rows' watermark, behind them), with the rows
+    still waiting written first, so it is exact."""
+    w, inserter = recording(ch)
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    w.write(region, [md], t.wm(md))
+    first_row = inv(10, 2, 1, "AVAILABLE", 5)
+    first = t.tx(("inventory", "c", first_row))
+    w.write_all([RegionWrite(region, [first], t.wm(first))], rows_later=True)
+    then = t.tx(("inventory", "u", {**inv(10, 2, 1, "AVAILABLE", 4), "_before": first_row}))
+    inserter.fail_on = "stock_current"
+    with pytest.raises(ReadModelTransientError):
+        w.write_all([RegionWrite(region, [then], t.wm(then))], rows_later=True)
+    w.write_all([RegionWrite(region, [then], t.wm(then))], rows_later=True)  # the retry
+    served = stock(ch, code)
+    assert served is not None
+    assert served.on_hand == 4
+    w.write_rows()
+    assert served_equals_reference(ch, code)
+
+
+def test_rows_lost_with_the_process_are_replayed_exactly(ch: Client, region: str) -> None:
+    """A crash after the figures and before the rows: the next writer resumes at the
+    rows' watermark (offsets are committed only after the rows), replays, and ends exact;
+    the figures served meanwhile were already true."""
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    received = inv(10, 2, 1, "AVAILABLE", 7)
+    receive = t.tx(("inventory", "c", received))
+    ship = t.tx(("inventory", "u", {**inv(10, 2, 1, "AVAILABLE", 2), "_before": received}))
+    crashed = ProjectionWriter(ch)
+    crashed.write(region, [md], t.wm(md))
+    crashed.write_all([RegionWrite(region, [receive, ship], t.wm(ship))], rows_later=True)
+    served = stock(ch, code)
+    assert served is not None
+    assert served.on_hand == 2
+    del crashed  # its waiting rows are lost
+    resumed = ProjectionWriter(ch)
+    marks = resumed.load_watermarks([region])
+    assert marks[region].commit_lsn == md.commit_lsn
+    resumed.write_all([RegionWrite(region, [receive], t.wm(receive))], rows_later=True)
+    resumed.write_all([RegionWrite(region, [ship], t.wm(ship))], rows_later=True)
+    resumed.write_rows()
+    assert queries.visible_lsns(ch)[region] == ship.commit_lsn
+    assert served_equals_reference(ch, code)
+    served = stock(ch, code)
+    assert served is not None
+    assert served.on_hand == 2
