@@ -107,6 +107,63 @@ def test_a_failed_write_is_raised_on_the_loops_thread() -> None:
     writer.close()
 
 
+class FakeRows:
+    """Rows a sink writes after their figures: waiting since each flush's write, due
+    `max_s` after the oldest, counted when written."""
+
+    def __init__(self, max_s: float) -> None:
+        self.max_s, self.writes = max_s, 0
+        self.since: float | None = None
+
+    def buffered(self, bs: list[Batch]) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def due_in(self) -> float | None:
+        return None if self.since is None else self.since + self.max_s - time.monotonic()
+
+    def write(self) -> None:
+        self.since, self.writes = None, self.writes + 1
+
+
+def offsets(done: list[_Flush]) -> list[int | None]:
+    return [f.batches[0].commit_offset for f in done if f.batches]
+
+
+def test_a_flush_is_returned_only_once_its_rows_are_written() -> None:
+    """Its offsets are committed after its rows, written at most `max_s` after the
+    oldest waiting, several flushes' at once (the loop polls meanwhile)."""
+    rows = FakeRows(max_s=0.3)
+    writer = _BatchWriter(rows.buffered, rows)
+    writer.hand_over(flush(1))
+    writer.hand_over(flush(2))
+    time.sleep(0.1)
+    assert writer.written() == []  # figures written, rows waiting
+    assert rows.writes == 0
+    deadline = time.monotonic() + 5
+    done: list[_Flush] = []
+    while len(done) < 2:
+        assert time.monotonic() < deadline
+        done += writer.written()
+        time.sleep(0.01)
+    assert offsets(done) == [1, 2]
+    assert rows.writes == 1  # both flushes' rows in one write
+    writer.close()
+
+
+def test_waiting_for_the_writer_writes_the_rows_now() -> None:
+    """A stop or a rebalance waits for everything handed over: the rows go at once."""
+    rows = FakeRows(max_s=60)
+    writer = _BatchWriter(rows.buffered, rows)
+    writer.hand_over(flush(1))
+    started = time.monotonic()
+    assert offsets(writer.written(wait=True)) == [1]
+    assert time.monotonic() - started < 5
+    assert rows.writes == 1
+    assert writer.written(wait=True) == []  # nothing in flight: nothing handed over
+    writer.close()
+
+
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []

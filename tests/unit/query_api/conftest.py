@@ -37,7 +37,7 @@ from query_api.service import ReadModel
 from read_model.client import make_client
 from read_model.migrate import migrate
 from read_model.writer import ProjectionWriter
-from schemas.events import Op, RowChange, Snapshot, Transaction, Watermark
+from schemas.events import Op, RegionWrite, RowChange, Snapshot, Transaction, Watermark
 from schemas.wms_model import WMS_MODEL
 from stockcdc.settings import Settings
 
@@ -72,8 +72,11 @@ class Tx:
         self.lsn = 1000
         self.txid = 500
 
-    def commit(self, *changes: tuple[str, str, dict[str, Any]]) -> Transaction:
-        """Write one transaction (table, op, values) and advance the watermark to it."""
+    def commit(
+        self, *changes: tuple[str, str, dict[str, Any]], rows_later: bool = False
+    ) -> Transaction:
+        """Write one transaction (table, op, values) and advance the watermark to it
+        (with `rows_later`, its figures' only: its rows wait for `writer.write_rows`)."""
         self.txid += 1
         out = []
         for table, op, values in changes:
@@ -87,7 +90,8 @@ class Tx:
             )  # fmt: skip
         self.lsn += 10
         tx = Transaction(self.region, self.txid, self.lsn, T0_MS + self.lsn, out)
-        self.writer.write(self.region, [tx], Watermark(self.region, tx.commit_lsn, tx.commit_ts_ms))
+        mark = Watermark(self.region, tx.commit_lsn, tx.commit_ts_ms)
+        self.writer.write_all([RegionWrite(self.region, [tx], mark)], rows_later=rows_later)
         return tx
 
     def heartbeat(self, at: datetime | None = None) -> None:
