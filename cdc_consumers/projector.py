@@ -292,6 +292,13 @@ class _BatchWriter:
         return self._in_flight
 
     @property
+    def writing(self) -> bool:
+        """Whether a flush handed over is not written yet (rather than written and
+        waiting for its rows: those are due much later). Read from the loop's thread
+        while the writer's moves them: an instant off, which costs one poll's wait."""
+        return self._in_flight > self._done.qsize() + len(self._waiting)
+
+    @property
     def has_room(self) -> bool:
         """Whether a flush handed over now would not wait behind another."""
         return self._todo.empty()
@@ -456,13 +463,14 @@ class Projector:
 
     def _poll_ms(self, oldest_pending: float | None, writer: _BatchWriter) -> int:
         """How long a poll may wait for records: until the pending batch is due, a short
-        while when a flush is being written (its offsets are committed after it), else
+        while when a flush is being written (its offsets are committed after it; not
+        while it only waits for its rows, which would spin the loop), else
         `IDLE_POLL_MS` (records end the wait at once: an idle projector sleeps, a busy
         one loses nothing)."""
         if oldest_pending is not None:
             age_ms = 1000 * (time.monotonic() - oldest_pending)
             return max(0, min(IDLE_POLL_MS, int(self.settings.batch_max_ms - age_ms)))
-        return BUSY_POLL_MS if writer.in_flight else IDLE_POLL_MS
+        return BUSY_POLL_MS if writer.writing else IDLE_POLL_MS
 
     def _due(self, oldest_pending: float, writer: _BatchWriter) -> bool:
         """A batch is due at `batch_max_rows`, or at `batch_max_ms` of age, once the writer

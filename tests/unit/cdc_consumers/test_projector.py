@@ -484,3 +484,20 @@ def test_an_idle_loop_polls_long_and_a_pending_batch_only_until_it_is_due() -> N
     writer.written(wait=True)
     writer.close()
     assert projector._poll_ms(None, writer) == IDLE_POLL_MS
+
+
+def test_a_flush_waiting_only_for_its_rows_lets_the_loop_sleep() -> None:
+    """Rows trail their figures by up to a second: polling every BUSY_POLL_MS meanwhile
+    would spin the loop for nothing."""
+    projector = Projector(Settings(batch_max_ms=100), ListSink())
+    rows = FakeRows(max_s=60)
+    writer = _BatchWriter(rows.buffered, rows)
+    writer.hand_over(flush(1))
+    deadline = time.monotonic() + 5
+    while writer.writing:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert writer.in_flight == 1  # not committed: its rows wait
+    assert projector._poll_ms(None, writer) == IDLE_POLL_MS
+    writer.written(wait=True)
+    writer.close()
