@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from query_api import service as service_module
 from query_api.service import Mark, QueryService, ReadModel
 from read_model.writer import ProjectionWriter
-from schemas.events import Watermark
+from schemas.events import RegionWrite, Watermark
 from stockcdc.settings import Settings
 from tests.unit.query_api.conftest import ReadModelFixture
 from tests.unit.read_model.test_projection import Tx, inv, master_data
@@ -69,6 +69,37 @@ def test_the_writers_watermarks_reach_readers_without_a_read(rm: ReadModelFixtur
         await asyncio.sleep(0.05)  # the writer's callback runs on this loop
         assert (await api.marks())[region].lsn == then.commit_lsn
         assert pool.reads == 1  # told, not read: the next read is seconds away
+        refresher.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_figures_written_ahead_of_their_rows_move_only_the_figure_marks(
+    rm: ReadModelFixture,
+) -> None:
+    region = "qa-pushed-ahead"
+    t = Tx(region)
+    md = master_data(t, "AHEAD")
+    first = t.tx(("inventory", "c", inv(10, 2, 1, "AVAILABLE", 5)))
+    then = t.tx(("inventory", "c", inv(11, 2, 2, "AVAILABLE", 4)))
+
+    async def scenario() -> None:
+        pool = CountingPool([rm.client])
+        api = QueryService(Settings(api_watermark_cache_ms=100), pool)
+        writer = ProjectionWriter(rm.client, api.follow_writer())
+        await asyncio.to_thread(writer.write, region, [md, first], t.wm(first))
+        refresher = asyncio.create_task(api.refresh_marks())
+        while pool.reads == 0:
+            await asyncio.sleep(0.01)
+        ahead = [RegionWrite(region, [then], t.wm(then))]
+        await asyncio.to_thread(writer.write_all, ahead, True)
+        await asyncio.sleep(0.05)
+        assert (await api.marks(figures=True))[region].lsn == then.commit_lsn
+        assert (await api.marks())[region].lsn == first.commit_lsn  # its rows: not yet
+        await asyncio.to_thread(writer.write_rows)
+        await asyncio.sleep(0.05)
+        assert (await api.marks())[region].lsn == then.commit_lsn
+        assert pool.reads == 1
         refresher.cancel()
 
     asyncio.run(scenario())
