@@ -126,7 +126,11 @@ class RegionFreshness(BaseModel):
         description="Watermark time: max(source commit time of the last applied "
         "transaction, latest heartbeat)."
     )
-    lsn: int = Field(description="Commit LSN of the WMS up to which everything is applied.")
+    lsn: int = Field(
+        description="Commit LSN of the WMS up to which what the answer reads is applied "
+        "(stock figures are written before the rows behind lots, serials and movements, "
+        "so a stock answer's may be ahead of a drill-down's)."
+    )
     lag_ms: int = Field(description="Milliseconds between as_of and the answer.")
 
 
@@ -292,6 +296,11 @@ class RegionStatus(BaseModel):
     heartbeat_ts: datetime | None
     as_of: datetime | None = Field(description="max(source_commit_ts, heartbeat_ts).")
     lag_ms: int | None
+    figures_lsn: int | None = Field(
+        description="Commit LSN up to which the stock figures are applied (stock answers "
+        "read there); at or ahead of applied_lsn, the rows (drill-downs, BI)."
+    )
+    figures_lag_ms: int | None = Field(description="Lag of the stock figures' watermark.")
     state: FreshnessState = Field(
         description="live: lag within the server's live bound; catching_up: behind, but "
         "the projector advanced the watermark recently; stale: no progress; unknown: no "

@@ -563,12 +563,13 @@ class QueryService:
 
     async def freshness_report(self) -> dict[str, Any]:
         marks = await self.marks()
+        figures = await self.marks(figures=True)
         warehouses = await self.warehouses()
         now = self.clock()
         names = sorted(set(self.settings.regions) | set(marks))
         regions = []
         for r in names:
-            m = marks.get(r)
+            m, f = marks.get(r), figures.get(r)
             regions.append(
                 {
                     "region": r,
@@ -577,6 +578,8 @@ class QueryService:
                     "heartbeat_ts": m.heartbeat_ts if m else None,
                     "as_of": m.as_of if m else None,
                     "lag_ms": m.lag_ms(now) if m else None,
+                    "figures_lsn": f.lsn if f else None,
+                    "figures_lag_ms": f.lag_ms(now) if f else None,
                     "state": self.state(m, now).value,
                 }
             )

@@ -202,6 +202,8 @@ def test_stock_answers_at_the_figures_and_drill_downs_at_the_rows(api: TestClien
     assert ([i["on_hand"] for i in lots["items"]], lots["freshness"]["qa-ahead"]["lsn"]) == (
         [5], first.commit_lsn
     )  # fmt: skip
+    (status,) = [r for r in api.get("/v1/freshness").json()["regions"] if r["region"] == "qa-ahead"]
+    assert (status["applied_lsn"], status["figures_lsn"]) == (first.commit_lsn, then.commit_lsn)
     writer.write_rows()
     lots = api.get(f"{key}/lots").json()
     assert ([i["on_hand"] for i in lots["items"]], lots["freshness"]["qa-ahead"]["lsn"]) == (
