@@ -109,8 +109,9 @@ class RowsLaterSink(Sink, Protocol):
         """When the oldest rows waiting were buffered (monotonic); None: none wait."""
         ...
 
-    def write_rows(self) -> object:
-        """Write the rows waiting, then the watermarks they make true."""
+    def write_rows(self, give_way: Callable[[], bool] = ...) -> bool:
+        """Write the rows waiting, then the watermarks they make true; True once done,
+        False when it stopped between two inserts because `give_way()`."""
         ...
 
 
@@ -209,8 +210,9 @@ class _Rows(Protocol):
         """Seconds until the rows waiting must be written (<= 0: now); None: none wait."""
         ...
 
-    def write(self) -> None:
-        """Write them (retried like any write)."""
+    def write(self, give_way: Callable[[], bool]) -> bool:
+        """Write them (retried like any write), one insert at a time, stopping between
+        two when `give_way()`; True once all are written."""
         ...
 
 
@@ -226,8 +228,22 @@ class _SinkRows:
         since = self.sink.rows_waiting_since
         return None if since is None else since + self.max_s - time.monotonic()
 
-    def write(self) -> None:
-        self.retried(self.sink.write_rows, "rows")
+    def write(self, give_way: Callable[[], bool]) -> bool:
+        due = self.due_in()
+        if due is not None and due < -self.max_s:  # twice as old as allowed: no more waiting
+            give_way = _never
+        done = False
+
+        def write() -> None:
+            nonlocal done
+            done = self.sink.write_rows(give_way)
+
+        self.retried(write, "rows")
+        return done
+
+
+def _never() -> bool:
+    return False
 
 
 class _BatchWriter:
@@ -254,7 +270,7 @@ class _BatchWriter:
                 try:
                     flush = self._todo.get(timeout=self._rows_due_in())
                 except queue.Empty:  # the rows waiting are due
-                    self._settle(now=True)
+                    self._settle(now=False)
                     continue
                 if flush is None:
                     return
@@ -272,10 +288,13 @@ class _BatchWriter:
 
     def _settle(self, now: bool) -> None:
         """Return the written flushes once their rows are in: write the rows waiting
-        when they are due (or `now`)."""
+        when they are due, giving way to a flush handed over meanwhile (its figures are
+        what readers wait for; the rows go on after it), or `now`, whole."""
         due = self._rows.due_in() if self._rows is not None else None
         if self._rows is not None and due is not None and (now or due <= 0):
-            self._rows.write()
+            give_way = _never if now else (lambda: not self._todo.empty())
+            if not self._rows.write(give_way):
+                return
             due = None
         if due is None:
             for flush in self._waiting:

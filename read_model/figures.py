@@ -571,7 +571,7 @@ class FigureKeeper:
         self,
         client: Client,
         inserter: ColumnInserter,
-        before_read: Callable[[], None] = lambda: None,
+        before_read: Callable[[], object] = lambda: None,
     ) -> None:
         self._client = client
         self._inserter = inserter

@@ -240,15 +240,19 @@ class ProjectionWriter:
         None when nothing waits."""
         return self._waiting.since if self._waiting else None
 
-    def write_rows(self) -> WriteStats:
+    def write_rows(self, give_way: Callable[[], bool] = lambda: False) -> bool:
         """Write the rows waiting since `write_all(rows_later=True)` calls, then the
-        watermarks they make true (`watermarks`). Safe to repeat after any failure."""
-        stats = WriteStats()
-        self._write_waiting_rows(stats)
+        watermarks they make true (`watermarks`); True once done. One insert at a time:
+        between two, when `give_way()` says so (figures wait to be written), it stops
+        and returns False; the next call goes on (the rows of any `write_all` between
+        included). Safe to repeat after any failure."""
+        while self._write_waiting_rows(one=True):
+            if give_way():
+                return False
         self._advance(self._waiting.watermarks, "_watermark_max")
         self._waiting.watermarks.clear()
         self._waiting.since = None
-        return stats
+        return True
 
     def _buffer_region(
         self, region: str, transactions: Sequence[Transaction], stats: WriteStats
@@ -339,13 +343,15 @@ class ProjectionWriter:
 
     # -- internals -----------------------------------------------------------------
 
-    def _write_waiting_rows(self, stats: WriteStats | None = None) -> None:
+    def _write_waiting_rows(self, stats: WriteStats | None = None, one: bool = False) -> bool:
         """Write the rows waiting (before anything reads rows back): their commits into
         `_commit_log` first (a visible commit always has its time, and a projected row
         always has its commit there: read_model.bi's daily snapshots), then one insert
-        per table. Their watermarks are left to the caller."""
+        per table; with `one`, only the first of those inserts. Their watermarks are
+        left to the caller. Returns whether it wrote anything."""
         waiting = self._waiting
         logged = waiting.commits
+        wrote = False
         if logged:
             self._inserter(
                 "_commit_log",
@@ -357,13 +363,16 @@ class ProjectionWriter:
                 ["region", "commit_lsn", "commit_ts"],
             )
             waiting.commits = []
+            wrote = True
         for table, buf in waiting.buffers.items():
-            if len(buf):
+            if len(buf) and not (one and wrote):
                 self._inserter(table_name(table), buf.data, buf.names)
                 if stats is not None:
                     stats.rows[table] = stats.rows.get(table, 0) + len(buf)
                 # emptied table by table: a retry after a failure writes only the rest
                 waiting.buffers[table] = _Columns.empty(buf.spec)
+                wrote = True
+        return wrote
 
     def _buffer(
         self,

@@ -9,7 +9,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,21 +109,32 @@ def test_a_failed_write_is_raised_on_the_loops_thread() -> None:
 
 class FakeRows:
     """Rows a sink writes after their figures: waiting since each flush's write, due
-    `max_s` after the oldest, counted when written."""
+    `max_s` after the oldest, written in `steps` inserts of `step_s` each; `log` says
+    what was written in which order."""
 
-    def __init__(self, max_s: float) -> None:
-        self.max_s, self.writes = max_s, 0
+    def __init__(self, max_s: float, steps: int = 1, step_s: float = 0.0) -> None:
+        self.max_s, self.writes, self.steps, self.step_s = max_s, 0, steps, step_s
         self.since: float | None = None
+        self.left = 0
+        self.log: list[str] = []
 
     def buffered(self, bs: list[Batch]) -> None:
+        self.log += (f"flush {b.commit_offset}" for b in bs)
         if self.since is None:
-            self.since = time.monotonic()
+            self.since, self.left = time.monotonic(), self.steps
 
     def due_in(self) -> float | None:
         return None if self.since is None else self.since + self.max_s - time.monotonic()
 
-    def write(self) -> None:
+    def write(self, give_way: Callable[[], bool]) -> bool:
+        while self.left:
+            self.log.append("rows insert")
+            time.sleep(self.step_s)
+            self.left -= 1
+            if self.left and give_way():
+                return False
         self.since, self.writes = None, self.writes + 1
+        return True
 
 
 def offsets(done: list[_Flush]) -> list[int | None]:
@@ -501,3 +512,19 @@ def test_a_flush_waiting_only_for_its_rows_lets_the_loop_sleep() -> None:
     assert projector._poll_ms(None, writer) == IDLE_POLL_MS
     writer.written(wait=True)
     writer.close()
+
+
+def test_the_rows_give_way_to_a_flush_handed_over_meanwhile() -> None:
+    """Readers wait for figures, not rows: a flush handed over while the rows are
+    written goes between two of their inserts."""
+    rows = FakeRows(max_s=0, steps=3, step_s=0.2)
+    writer = _BatchWriter(rows.buffered, rows)
+    writer.hand_over(flush(1))
+    deadline = time.monotonic() + 5
+    while "rows insert" not in rows.log:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    writer.hand_over(flush(2))
+    assert offsets(writer.written(wait=True)) == [1, 2]
+    writer.close()
+    assert rows.log == ["flush 1", "rows insert", "flush 2", "rows insert", "rows insert"]

@@ -16,7 +16,7 @@ from read_model.client import ColumnInserter
 from read_model.errors import ReadModelTransientError
 from read_model.writer import ProjectionWriter
 from schemas.events import RegionWrite, Watermark
-from tests.unit.read_model.test_projection import Tx, inv, master_data, stock
+from tests.unit.read_model.test_projection import T0, Tx, inv, master_data, stock
 
 
 class RecordingInserter(ColumnInserter):
@@ -228,3 +228,35 @@ def test_rows_lost_with_the_process_are_replayed_exactly(ch: Client, region: str
     served = stock(ch, code)
     assert served is not None
     assert served.on_hand == 2
+
+
+def test_the_rows_stop_between_two_inserts_to_give_way_and_go_on_after(
+    ch: Client, region: str
+) -> None:
+    """`write_rows` gives way to figures waiting, one insert at a time; the watermark
+    of everything comes only once every row is in, those buffered meanwhile included."""
+    w, inserter = recording(ch)
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    w.write(region, [md], t.wm(md))
+    first = t.tx(
+        ("inventory", "c", inv(10, 2, 1, "AVAILABLE", 5)),
+        ("inventory_txn", "c", {"id": 1, "txn_type": "RECEIVE", "warehouse_id": 1,
+                                "owner_id": 1, "sku_id": 1, "qty": 5, "d_on_hand": 5,
+                                "occurred_at": T0}),
+    )  # fmt: skip
+    w.write_all([RegionWrite(region, [first], t.wm(first))], rows_later=True)
+    inserter.tables.clear()
+    assert not w.write_rows(give_way=lambda: True)
+    assert inserter.tables == ["_commit_log"]
+    then = t.tx(("inventory", "c", inv(11, 4, 2, "AVAILABLE", 3)))
+    w.write_all([RegionWrite(region, [then], t.wm(then))], rows_later=True)  # in between
+    assert not w.write_rows(give_way=lambda: True)
+    assert queries.visible_lsns(ch)[region] == md.commit_lsn
+    inserter.tables.clear()
+    assert w.write_rows()
+    assert inserter.tables[-1] == "_watermark_max"
+    assert queries.visible_lsns(ch)[region] == then.commit_lsn
+    assert lot_on_hand(ch, code) == [3, 5]
+    assert served_equals_reference(ch, code)
