@@ -187,3 +187,18 @@ def test_bootstrap_gives_a_cluster_made_before_the_replica_identity_it_needs(
     cluster.bootstrap()  # and again: idempotent
     with psycopg.connect(settings.pg_dsn(cluster.region)) as conn:
         assert replica_identities(conn) == EXPECTED
+
+
+def test_a_non_durable_cluster_flushes_async_commits_for_decoding_within_10_ms(
+    own: OwnClusters,
+) -> None:
+    """Logical decoding sends only flushed WAL: with `synchronous_commit = off` (no
+    `pg_durable`) the WAL writer's 200 ms default was most of the commit → Kafka delay."""
+    with psycopg.connect(own.settings.pg_dsn(own.cluster.region)) as conn:
+        found: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings"
+                " WHERE name IN ('synchronous_commit', 'wal_writer_delay')"
+            ).fetchall()
+        )
+    assert found == {"synchronous_commit": "off", "wal_writer_delay": "10"}
