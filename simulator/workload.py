@@ -282,11 +282,14 @@ class Pacer:
             self._in_flight -= 1
 
     def give_back(self) -> None:
-        """An operation found nothing to do: it does not count towards `count`."""
+        """An operation found nothing to do: it does not count towards `count`, and its
+        time slot is handed out again (the rate is of operations applied: a run at 150
+        ops/s applied 143 when a twentieth of them found nothing to pick or ship)."""
         with self._lock:
             self._in_flight -= 1
             if self._left is not None:
                 self._left += 1
+            self._next -= self._interval
 
 
 # --------------------------------------------------------------------------- the worker
