@@ -258,7 +258,10 @@ class _BatchWriter:
         self._rows = rows
         self._todo: queue.Queue[_Flush | None] = queue.Queue(maxsize=1)
         self._done: queue.Queue[_Flush] = queue.Queue()
-        self._waiting: list[_Flush] = []  # written, their rows not yet (writer's thread)
+        # Written, their rows not yet (the writer's thread only): those whose rows a
+        # `_Rows.write` under way writes, and those after them.
+        self._writing_rows: list[_Flush] = []
+        self._waiting: list[_Flush] = []
         self._in_flight = 0  # handed over, not yet returned by `written`
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="projector-writer", daemon=True)
@@ -283,23 +286,38 @@ class _BatchWriter:
             self._error = exc
 
     def _rows_due_in(self) -> float | None:
-        due = self._rows.due_in() if self._rows is not None and self._waiting else None
-        return None if due is None else max(due, 0.0)
+        if self._writing_rows:
+            return 0.0  # a write under way goes on
+        if not self._waiting:
+            return None
+        due = self._rows.due_in() if self._rows is not None else None
+        return 0.0 if due is None else max(due, 0.0)  # None: their rows are in
 
     def _settle(self, now: bool) -> None:
         """Return the written flushes once their rows are in: write the rows waiting
         when they are due, giving way to a flush handed over meanwhile (its figures are
-        what readers wait for; the rows go on after it), or `now`, whole."""
-        due = self._rows.due_in() if self._rows is not None else None
-        if self._rows is not None and due is not None and (now or due <= 0):
-            give_way = _never if now else (lambda: not self._todo.empty())
-            if not self._rows.write(give_way):
+        what readers wait for; the rows go on after it, its own rows wait for the next
+        write), or `now`, all of them."""
+        rows = self._rows
+        while True:
+            due = rows.due_in() if rows is not None else None
+            if rows is None or due is None:  # every row is in
+                for flush in (*self._writing_rows, *self._waiting):
+                    self._done.put(flush)
+                self._writing_rows, self._waiting = [], []
                 return
-            due = None
-        if due is None:
-            for flush in self._waiting:
+            if not (now or due <= 0 or self._writing_rows):  # a write under way goes on
+                return
+            if not self._writing_rows:  # a write begins: the rows of these flushes
+                self._writing_rows, self._waiting = self._waiting, []
+            give_way = _never if now else (lambda: not self._todo.empty())
+            if not rows.write(give_way):
+                return
+            for flush in self._writing_rows:
                 self._done.put(flush)
-            self._waiting.clear()
+            self._writing_rows = []
+            if not now:
+                return
 
     def _check(self) -> None:
         if self._error is not None:
@@ -315,7 +333,7 @@ class _BatchWriter:
         """Whether a flush handed over is not written yet (rather than written and
         waiting for its rows: those are due much later). Read from the loop's thread
         while the writer's moves them: an instant off, which costs one poll's wait."""
-        return self._in_flight > self._done.qsize() + len(self._waiting)
+        return self._in_flight > (self._done.qsize() + len(self._waiting) + len(self._writing_rows))
 
     @property
     def has_room(self) -> bool:

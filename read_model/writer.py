@@ -191,7 +191,8 @@ class ProjectionWriter:
     def __init__(self, client: Client, on_advance: OnAdvance | None = None) -> None:
         self._client = client
         self._inserter = ColumnInserter(client)
-        self._waiting = _Waiting()
+        self._waiting = _Waiting()  # buffered by `write_all(rows_later=True)`
+        self._sealed: _Waiting | None = None  # taken by a `write_rows` under way
         self.figures = FigureKeeper(client, self._inserter, self._write_waiting_rows)
         self._on_advance = on_advance
 
@@ -228,31 +229,40 @@ class ProjectionWriter:
         if rows_later:
             self._advance(marks, "_figure_watermark_max")
             waiting.watermarks += marks
-        else:
-            self._advance([*waiting.watermarks, *marks], "_watermark_max")
-            waiting.watermarks.clear()
-            waiting.since = None
+        else:  # everything is in, what waited included
+            sealed = self._sealed.watermarks if self._sealed else []
+            self._advance([*sealed, *waiting.watermarks, *marks], "_watermark_max")
+            self._sealed, self._waiting = None, _Waiting()
         return stats
 
     @property
     def rows_waiting_since(self) -> float | None:
         """When the oldest rows still waiting for `write_rows` were buffered (monotonic);
         None when nothing waits."""
-        return self._waiting.since if self._waiting else None
+        times = [w.since for w in (self._sealed, self._waiting) if w and w.since is not None]
+        return min(times, default=None)
 
     def write_rows(self, give_way: Callable[[], bool] = lambda: False) -> bool:
-        """Write the rows waiting since `write_all(rows_later=True)` calls, then the
-        watermarks they make true (`watermarks`); True once done. One insert at a time:
-        between two, when `give_way()` says so (figures wait to be written), it stops
-        and returns False; the next call goes on (the rows of any `write_all` between
-        included). Safe to repeat after any failure."""
-        while self._write_waiting_rows(one=True):
+        """Write the rows waiting (those of the `write_all(rows_later=True)` calls so
+        far), then the watermarks they make true (`watermarks`); True once done. One
+        insert at a time: between two, when `give_way()` says so (figures wait to be
+        written), it stops and returns False, and the next call goes on with the same
+        rows (those of a `write_all` in between wait for the call after: its tables would
+        be written twice). Safe to repeat after any failure."""
+        if self._sealed is None:
+            self._sealed, self._waiting = self._waiting, _Waiting()
+        sealed = self._sealed
+        while self._write_rows_of(sealed, one=True):
             if give_way():
                 return False
-        self._advance(self._waiting.watermarks, "_watermark_max")
-        self._waiting.watermarks.clear()
-        self._waiting.since = None
+        self._advance(sealed.watermarks, "_watermark_max")
+        self._sealed = None
         return True
+
+    def _write_every_row(self) -> None:
+        """`write_rows` until nothing waits."""
+        while self._sealed or self._waiting:
+            self.write_rows()
 
     def _buffer_region(
         self, region: str, transactions: Sequence[Transaction], stats: WriteStats
@@ -299,7 +309,7 @@ class ProjectionWriter:
         """The applied watermark of every region, to resume from after a restart or a
         rebalance; the figures of `regions` (just assigned: another member may have
         moved them on) are loaded at it, and what is served is brought in line."""
-        self.write_rows()  # what this writer buffered is applied, whatever its region
+        self._write_every_row()  # what this writer buffered is applied, of any region
         rows = self._query(
             "SELECT region, applied_commit_lsn, toUnixTimestamp64Milli(source_commit_ts), "
             "toUnixTimestamp64Milli(heartbeat_ts) FROM watermarks",
@@ -318,8 +328,7 @@ class ProjectionWriter:
     def advance(self, watermark: Watermark) -> None:
         """Write a watermark row (alone: an idle region's heartbeat). The rows still
         waiting go first: a watermark says everything before it is in."""
-        if self._waiting:
-            self.write_rows()
+        self._write_every_row()
         self._advance([watermark], "_watermark_max")
 
     def _advance(self, watermarks: Sequence[Watermark], table: str) -> None:
@@ -343,13 +352,20 @@ class ProjectionWriter:
 
     # -- internals -----------------------------------------------------------------
 
-    def _write_waiting_rows(self, stats: WriteStats | None = None, one: bool = False) -> bool:
-        """Write the rows waiting (before anything reads rows back): their commits into
-        `_commit_log` first (a visible commit always has its time, and a projected row
-        always has its commit there: read_model.bi's daily snapshots), then one insert
-        per table; with `one`, only the first of those inserts. Their watermarks are
-        left to the caller. Returns whether it wrote anything."""
-        waiting = self._waiting
+    def _write_waiting_rows(self, stats: WriteStats | None = None) -> None:
+        """Write every row waiting (before anything reads rows back); their watermarks
+        are left to `write_rows`."""
+        for waiting in (self._sealed, self._waiting):
+            if waiting is not None:
+                self._write_rows_of(waiting, stats)
+
+    def _write_rows_of(
+        self, waiting: _Waiting, stats: WriteStats | None = None, one: bool = False
+    ) -> bool:
+        """Write `waiting`'s rows: their commits into `_commit_log` first (a visible
+        commit always has its time, and a projected row always has its commit there:
+        read_model.bi's daily snapshots), then one insert per table; with `one`, only the
+        first of those inserts. Returns whether it wrote anything."""
         logged = waiting.commits
         wrote = False
         if logged:

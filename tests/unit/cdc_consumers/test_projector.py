@@ -108,32 +108,41 @@ def test_a_failed_write_is_raised_on_the_loops_thread() -> None:
 
 
 class FakeRows:
-    """Rows a sink writes after their figures: waiting since each flush's write, due
-    `max_s` after the oldest, written in `steps` inserts of `step_s` each; `log` says
-    what was written in which order."""
+    """Rows a sink writes after their figures: waiting since a flush's write, due
+    `max_s` after the oldest, written in `steps` inserts of `step_s` each; the rows of a
+    flush written while a write is under way wait for the next one. `log` says what was
+    written in which order."""
 
     def __init__(self, max_s: float, steps: int = 1, step_s: float = 0.0) -> None:
         self.max_s, self.writes, self.steps, self.step_s = max_s, 0, steps, step_s
-        self.since: float | None = None
+        self.since: float | None = None  # the rows a write takes (or will take)
+        self.later: float | None = None  # rows buffered while a write is under way
+        self.under_way = False
         self.left = 0
         self.log: list[str] = []
 
     def buffered(self, bs: list[Batch]) -> None:
         self.log += (f"flush {b.commit_offset}" for b in bs)
-        if self.since is None:
+        if self.under_way:
+            self.later = self.later or time.monotonic()
+        elif self.since is None:
             self.since, self.left = time.monotonic(), self.steps
 
     def due_in(self) -> float | None:
-        return None if self.since is None else self.since + self.max_s - time.monotonic()
+        since = min((t for t in (self.since, self.later) if t is not None), default=None)
+        return None if since is None else since + self.max_s - time.monotonic()
 
     def write(self, give_way: Callable[[], bool]) -> bool:
+        self.under_way = True
         while self.left:
             self.log.append("rows insert")
             time.sleep(self.step_s)
             self.left -= 1
             if self.left and give_way():
                 return False
-        self.since, self.writes = None, self.writes + 1
+        self.under_way, self.writes = False, self.writes + 1
+        self.since, self.later = self.later, None
+        self.left = self.steps if self.since is not None else 0
         return True
 
 
@@ -527,4 +536,33 @@ def test_the_rows_give_way_to_a_flush_handed_over_meanwhile() -> None:
     writer.hand_over(flush(2))
     assert offsets(writer.written(wait=True)) == [1, 2]
     writer.close()
-    assert rows.log == ["flush 1", "rows insert", "flush 2", "rows insert", "rows insert"]
+    assert rows.log == [
+        "flush 1", "rows insert", "flush 2", "rows insert", "rows insert",  # flush 1's
+        "rows insert", "rows insert", "rows insert",  # then flush 2's, in a write of their own
+    ]  # fmt: skip
+    assert rows.writes == 2
+
+
+def test_a_flush_written_during_a_rows_write_is_returned_after_its_own_rows() -> None:
+    """Its rows wait for the next write: its offsets are not committed with the rows
+    written around it."""
+    rows = FakeRows(max_s=0, steps=2, step_s=0.2)
+    writer = _BatchWriter(rows.buffered, rows)
+    writer.hand_over(flush(1))
+    deadline = time.monotonic() + 5
+    while "rows insert" not in rows.log:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    rows.max_s = 60  # from now on rows are due a minute after their flush
+    writer.hand_over(flush(2))
+    done: list[_Flush] = []
+    while not done:
+        assert time.monotonic() < deadline
+        done += writer.written()
+        time.sleep(0.01)
+    assert offsets(done) == [1]  # the write under way went on, due or not
+    time.sleep(0.3)
+    assert writer.written() == []
+    assert writer.in_flight == 1
+    assert offsets(writer.written(wait=True)) == [2]
+    writer.close()
