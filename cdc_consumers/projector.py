@@ -238,7 +238,8 @@ class _SinkRows:
             nonlocal done
             done = self.sink.write_rows(give_way)
 
-        self.retried(write, "rows")
+        with metrics.ROWS_WRITE_SECONDS.time():
+            self.retried(write, "rows")
         return done
 
 
@@ -685,15 +686,17 @@ class Projector:
         (`Batch.parts`), each chunk read back once the one before is in."""
         later = self.settings.rows_max_ms > 0 and isinstance(self.sink, RowsLaterSink)
         try:
-            together: list[RegionWrite] = []
-            for batch in batches:
-                if batch.spilled:
-                    for transactions, watermark in batch.parts():
-                        self._write_parts([RegionWrite(batch.region, transactions, watermark)])
-                else:
-                    together += (RegionWrite(batch.region, *p) for p in batch.parts())
-            if together:
-                self._write_parts(together, later)
+            with metrics.WRITE_SECONDS.time():
+                together: list[RegionWrite] = []
+                for batch in batches:
+                    if batch.spilled:
+                        for transactions, watermark in batch.parts():
+                            part = RegionWrite(batch.region, transactions, watermark)
+                            self._write_parts([part])
+                    else:
+                        together += (RegionWrite(batch.region, *p) for p in batch.parts())
+                if together:
+                    self._write_parts(together, later)
         finally:
             for batch in batches:
                 batch.release()

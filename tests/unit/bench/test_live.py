@@ -12,11 +12,13 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from bench.live import (
     CLOCK_TICKS,
+    PROJECTOR_METRICS,
     DemoProcess,
     ProjectProcess,
     ServeProcess,
     cpu_seconds,
     insert_shares,
+    projector_activity,
     settings_env,
     tree_cpu_seconds,
 )
@@ -111,3 +113,21 @@ def test_insert_shares_rank_the_tables_by_the_windows_insert_time() -> None:
     after = {"wms_inventory": 4.0, "stock_current": 2.5, "_watermark_max": 1.0}
     shares = insert_shares(before, after, seconds=10.0, top=2)
     assert shares == {"wms_inventory": 0.3, "_watermark_max": 0.1}
+
+
+def test_projector_activity_tells_the_figures_write_from_the_wait_for_rows() -> None:
+    """A flush's figures take milliseconds; its commit waits up to a second more for its
+    rows: the write time and the time to commit are two figures."""
+    before = dict.fromkeys(PROJECTOR_METRICS, 0.0)
+    after = {
+        **before,
+        "stockcdc_flush_seconds_count": 10.0,
+        "stockcdc_flush_seconds_sum": 6.0,  # 600 ms from write to commit
+        "stockcdc_write_seconds_sum": 0.2,  # 20 ms of figures each
+        "stockcdc_rows_write_seconds_sum": 0.3,
+        "stockcdc_transactions_total": 50.0,
+    }
+    got = projector_activity(before, after, seconds=2.0)
+    assert (got["batches_per_s"], got["batch_write_ms_mean"]) == (5.0, 20)
+    assert (got["rows_write_ms_per_s"], got["writing_fraction_of_time"]) == (150, 0.25)
+    assert (got["flush_to_commit_ms_mean"], got["transactions_per_s"]) == (600, 25.0)
