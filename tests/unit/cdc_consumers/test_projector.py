@@ -55,6 +55,15 @@ def flush(n: int) -> _Flush:
     return _Flush([batch(n)], {TopicPartition("t", 0): OffsetAndMetadata(n, "", -1)})
 
 
+def eventually(condition: Callable[[], object], timeout_s: float = 5.0) -> None:
+    """Wait until `condition()` holds (the writer thread gets there), failing after
+    `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_flushes_are_written_in_order_and_returned_oldest_first() -> None:
     written: list[int | None] = []
     writer = _BatchWriter(lambda bs: written.extend(b.commit_offset for b in bs))
@@ -75,10 +84,7 @@ def test_one_flush_waits_at_most_while_another_is_written() -> None:
 
     writer = _BatchWriter(write)
     writer.hand_over(flush(1))  # taken by the thread, blocked in the write
-    deadline = time.monotonic() + 5
-    while not writer.has_room:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: writer.has_room)
     writer.hand_over(flush(2))  # waits in the queue
     assert not writer.has_room
     third = threading.Thread(target=writer.hand_over, args=(flush(3),))
@@ -513,10 +519,7 @@ def test_a_flush_waiting_only_for_its_rows_lets_the_loop_sleep() -> None:
     rows = FakeRows(max_s=60)
     writer = _BatchWriter(rows.buffered, rows)
     writer.hand_over(flush(1))
-    deadline = time.monotonic() + 5
-    while writer.writing:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: not writer.writing)
     assert writer.in_flight == 1  # not committed: its rows wait
     assert projector._poll_ms(None, writer) == IDLE_POLL_MS
     writer.written(wait=True)
@@ -529,10 +532,7 @@ def test_the_rows_give_way_to_a_flush_handed_over_meanwhile() -> None:
     rows = FakeRows(max_s=0, steps=3, step_s=0.2)
     writer = _BatchWriter(rows.buffered, rows)
     writer.hand_over(flush(1))
-    deadline = time.monotonic() + 5
-    while "rows insert" not in rows.log:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: "rows insert" in rows.log)
     writer.hand_over(flush(2))
     assert offsets(writer.written(wait=True)) == [1, 2]
     writer.close()
@@ -549,12 +549,10 @@ def test_a_flush_written_during_a_rows_write_is_returned_after_its_own_rows() ->
     rows = FakeRows(max_s=0, steps=2, step_s=0.2)
     writer = _BatchWriter(rows.buffered, rows)
     writer.hand_over(flush(1))
-    deadline = time.monotonic() + 5
-    while "rows insert" not in rows.log:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    eventually(lambda: "rows insert" in rows.log)
     rows.max_s = 60  # from now on rows are due a minute after their flush
     writer.hand_over(flush(2))
+    deadline = time.monotonic() + 5
     done: list[_Flush] = []
     while not done:
         assert time.monotonic() < deadline

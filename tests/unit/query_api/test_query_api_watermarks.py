@@ -4,14 +4,14 @@ readers see a flush as soon as it is written, without a ClickHouse read per refr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from query_api import service as service_module
 from query_api.service import Mark, QueryService, ReadModel
 from read_model.writer import ProjectionWriter
-from schemas.events import RegionWrite, Watermark
+from schemas.events import RegionWrite, Transaction, Watermark
 from stockcdc.settings import Settings
 from tests.unit.query_api.conftest import ReadModelFixture
 from tests.unit.read_model.test_projection import Tx, inv, master_data
@@ -49,6 +49,20 @@ class CountingPool(ReadModel):
         return result
 
 
+async def following_a_writer(
+    rm: ReadModelFixture, t: Tx, first: Sequence[Transaction]
+) -> tuple[CountingPool, QueryService, ProjectionWriter, asyncio.Task[None]]:
+    """An API following a writer that wrote `first`, its refresher's first read done."""
+    pool = CountingPool([rm.client])
+    api = QueryService(Settings(api_watermark_cache_ms=100), pool)
+    writer = ProjectionWriter(rm.client, api.follow_writer())
+    await asyncio.to_thread(writer.write, t.region, first, t.wm(first[-1]))
+    refresher = asyncio.create_task(api.refresh_marks())
+    while pool.reads == 0:  # its first read, once answered, knows the region
+        await asyncio.sleep(0.01)
+    return pool, api, writer, refresher
+
+
 def test_the_writers_watermarks_reach_readers_without_a_read(rm: ReadModelFixture) -> None:
     region = "qa-pushed"
     t = Tx(region)
@@ -57,13 +71,7 @@ def test_the_writers_watermarks_reach_readers_without_a_read(rm: ReadModelFixtur
     then = t.tx(("inventory", "u", {**inv(10, 2, 1, "AVAILABLE", 4)}))
 
     async def scenario() -> None:
-        pool = CountingPool([rm.client])
-        api = QueryService(Settings(api_watermark_cache_ms=100), pool)
-        writer = ProjectionWriter(rm.client, api.follow_writer())
-        await asyncio.to_thread(writer.write, region, [md, first], t.wm(first))
-        refresher = asyncio.create_task(api.refresh_marks())
-        while pool.reads == 0:  # its first read, once answered, knows the region
-            await asyncio.sleep(0.01)
+        pool, api, writer, refresher = await following_a_writer(rm, t, [md, first])
         assert (await api.marks())[region].lsn == first.commit_lsn
         await asyncio.to_thread(writer.write, region, [then], t.wm(then))
         await asyncio.sleep(0.05)  # the writer's callback runs on this loop
@@ -84,13 +92,7 @@ def test_figures_written_ahead_of_their_rows_move_only_the_figure_marks(
     then = t.tx(("inventory", "c", inv(11, 2, 2, "AVAILABLE", 4)))
 
     async def scenario() -> None:
-        pool = CountingPool([rm.client])
-        api = QueryService(Settings(api_watermark_cache_ms=100), pool)
-        writer = ProjectionWriter(rm.client, api.follow_writer())
-        await asyncio.to_thread(writer.write, region, [md, first], t.wm(first))
-        refresher = asyncio.create_task(api.refresh_marks())
-        while pool.reads == 0:
-            await asyncio.sleep(0.01)
+        pool, api, writer, refresher = await following_a_writer(rm, t, [md, first])
         ahead = [RegionWrite(region, [then], t.wm(then))]
         await asyncio.to_thread(writer.write_all, ahead, True)
         await asyncio.sleep(0.05)
