@@ -156,6 +156,69 @@ def test_figures_are_visible_first_and_the_rows_follow_in_one_insert_per_table(
     assert served_equals_reference(ch, code)
 
 
+def test_figure_watermarks_live_in_memory_and_when_lost_the_rows_cut_serves(
+    ch: Client, region: str
+) -> None:
+    """Migration 018: a flush's figure watermark writes no part (it was a MergeTree part
+    and its merges on every flush). Lost (a restart, another replica of a cluster), stock
+    is read at the rows' watermark, which `stock_current`'s versions per commit answer
+    exactly: older, never half a transaction; the next flush is ahead again."""
+    w = ProjectionWriter(ch)
+    t = Tx(region)
+    code = region.upper()
+    md = master_data(t, code)
+    received = inv(10, 2, 1, "AVAILABLE", 5)
+    receive = t.tx(("inventory", "c", received))
+    w.write_all([RegionWrite(region, [md, receive], t.wm(receive))])  # rows and figures
+    ship = t.tx(("inventory", "u", {**inv(10, 2, 1, "AVAILABLE", 2), "_before": received}))
+    w.write_all([RegionWrite(region, [ship], t.wm(ship))], rows_later=True)
+    assert queries.figure_lsns(ch)[region] == ship.commit_lsn
+    assert (served := stock(ch, code)) is not None
+    assert served.on_hand == 2
+    parts = ch.query(
+        "SELECT count() FROM system.parts WHERE database = currentDatabase()"
+        " AND table = '_figure_watermark_max'"
+    ).result_rows
+    assert parts == [(0,)]
+    ch.command("TRUNCATE TABLE _figure_watermark_max")  # what a restart leaves of it
+    assert queries.figure_lsns(ch)[region] == receive.commit_lsn
+    assert (served := stock(ch, code)) is not None
+    assert served.on_hand == 5
+    assert served_equals_reference(ch, code)  # at the same cut
+    w.write_rows()
+    assert queries.figure_lsns(ch)[region] == ship.commit_lsn
+    assert (served := stock(ch, code)) is not None
+    assert served.on_hand == 2
+
+
+def test_figure_watermarks_keep_the_newest_within_their_bound(ch: Client, region: str) -> None:
+    """The in-memory figure watermarks drop their oldest rows beyond the table's bound;
+    the highest LSN, the newest, is the one read."""
+    w = ProjectionWriter(ch)
+    t = Tx(region)
+    md = master_data(t, region.upper())
+    w.write(region, [md], t.wm(md))
+    bound = int(
+        ch.query(
+            "SELECT extract(engine_full, 'max_rows_to_keep = (\\d+)') FROM system.tables"
+            " WHERE database = currentDatabase() AND name = '_figure_watermark_max'"
+        ).result_rows[0][0]
+    )
+    # 3/2 of the bound in three inserts (a flush's is a row per region), ascending
+    step = bound // 2
+    for i in range(3):
+        ch.command(
+            "INSERT INTO _figure_watermark_max SELECT {r:String}, l, argMaxState("
+            "toDateTime64(0, 3, 'UTC'), l), NULL, now64(6)"
+            " FROM (SELECT {first:UInt64} + number AS l FROM numbers({n:UInt64})) GROUP BY l",
+            {"r": region, "first": md.commit_lsn + 1 + i * step, "n": step},
+        )
+    last = md.commit_lsn + 3 * step
+    kept = ch.query("SELECT count() FROM _figure_watermark_max").result_rows[0][0]
+    assert kept <= bound
+    assert queries.figure_lsns(ch)[region] == last
+
+
 def test_a_location_flip_reads_the_rows_still_waiting(ch: Client, region: str) -> None:
     """A location turning unsellable reloads its SKUs from the rows at its commit: the
     receipt before it, still waiting to be written, is written first, or it would be

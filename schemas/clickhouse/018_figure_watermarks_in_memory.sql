@@ -1,0 +1,20 @@
+-- The figure watermarks (017) kept in memory. Every flush wrote one into a MergeTree
+-- table: a part and its merges each time, about 10 ms of CPU, the dearest insert after
+-- the figures themselves at a few transactions per second. Nothing needs them to last:
+-- `stock_current` keeps a version per commit, so a figure watermark that is lost (a
+-- restart, another replica of a cluster) leaves the figures read at the rows' watermark
+-- (`watermarks`, durable), which they always cover: answers stay consistent, and are
+-- ahead again with the next flush. The highest LSN still wins, so which rows are kept
+-- does not matter as long as the newest are: the oldest go beyond `max_rows_to_keep`.
+DROP TABLE IF EXISTS _figure_watermark_max ${ON_CLUSTER};
+
+CREATE TABLE IF NOT EXISTS _figure_watermark_max ${ON_CLUSTER}
+(
+    `region` LowCardinality(String),
+    `applied_commit_lsn` SimpleAggregateFunction(max, UInt64),
+    `source_commit_ts` AggregateFunction(argMax, DateTime64(3, 'UTC'), UInt64),
+    `heartbeat_ts` SimpleAggregateFunction(max, Nullable(DateTime64(3, 'UTC'))),
+    `updated_at` SimpleAggregateFunction(max, DateTime64(6, 'UTC'))
+)
+ENGINE = Memory
+SETTINGS max_rows_to_keep = 10000;
