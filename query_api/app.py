@@ -25,6 +25,7 @@ from query_api import dashboard, errors, sql
 from query_api.auth import KeyStore, Principal, Scope
 from query_api.errors import ApiError
 from query_api.metrics import (
+    FIGURES_LAG_MS,
     PROJECTION_LAG_MS,
     PROJECTION_LSN,
     LatencyMiddleware,
@@ -349,12 +350,15 @@ def create_app(settings: Settings, db: ReadModel | None = None) -> FastAPI:
     async def metrics(service: ServiceDep) -> Response:
         try:
             marks = await service.marks()
+            figures = await service.marks(figures=True)
         except ReadModelError:
-            marks = {}
+            marks, figures = {}, {}
         now = service.clock()
         for region, m in marks.items():
             PROJECTION_LAG_MS.labels(region).set(m.lag_ms(now))
             PROJECTION_LSN.labels(region).set(m.lsn)
+        for region, m in figures.items():
+            FIGURES_LAG_MS.labels(region).set(m.lag_ms(now))
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -29,6 +29,12 @@ PROJECTION_LAG_MS = Gauge(
     "Milliseconds between now and a region's watermark (max of commit time, heartbeat)",
     ["region"],
 )
+FIGURES_LAG_MS = Gauge(
+    "stockcdc_figures_lag_ms",
+    "Milliseconds between now and a region's stock figures watermark (ahead of"
+    " stockcdc_projection_lag_ms's by up to rows_max_ms: what stock answers read at)",
+    ["region"],
+)
 PROJECTION_LSN = Gauge(
     "stockcdc_projection_applied_lsn",
     "Commit LSN applied, by region, as the API reads it",

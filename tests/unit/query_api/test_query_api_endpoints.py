@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -244,6 +245,15 @@ def test_metrics(api: TestClient) -> None:
         'route="/v1/stock/{owner}/{warehouse}/{sku}",status="200"}' in text
     )
     assert f'stockcdc_projection_lag_ms{{region="{EAST}"}}' in text
+    # the stock figures' lag too, never behind everything's (their watermark is ahead)
+    lag = {
+        m[1]: float(m[2])
+        for m in re.finditer(
+            rf'^stockcdc_(figures|projection)_lag_ms{{region="{EAST}"}} (\S+)$', text, re.M
+        )
+    }
+    assert lag.keys() == {"figures", "projection"}
+    assert lag["figures"] <= lag["projection"]
     assert "# TYPE stockcdc_deadletters_total counter" in text
     assert "# TYPE stockcdc_events_total counter" in text  # the consumer's own counters
 
