@@ -8,13 +8,7 @@
 -- does not matter as long as the newest are: the oldest go beyond `max_rows_to_keep`.
 DROP TABLE IF EXISTS _figure_watermark_max ${ON_CLUSTER};
 
-CREATE TABLE IF NOT EXISTS _figure_watermark_max ${ON_CLUSTER}
-(
-    `region` LowCardinality(String),
-    `applied_commit_lsn` SimpleAggregateFunction(max, UInt64),
-    `source_commit_ts` AggregateFunction(argMax, DateTime64(3, 'UTC'), UInt64),
-    `heartbeat_ts` SimpleAggregateFunction(max, Nullable(DateTime64(3, 'UTC'))),
-    `updated_at` SimpleAggregateFunction(max, DateTime64(6, 'UTC'))
-)
+-- The shape of `_watermark_max` (005), which `figure_watermarks` (017) reads beside it.
+CREATE TABLE IF NOT EXISTS _figure_watermark_max ${ON_CLUSTER} AS _watermark_max
 ENGINE = Memory
 SETTINGS max_rows_to_keep = 10000;
